@@ -1,0 +1,166 @@
+//! The component adapter: policies that export the `portcullis:policy` world.
+
+mod convert;
+mod host_impl;
+
+use std::sync::Arc;
+
+use wasmtime::Store;
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::capabilities::HostCapabilities;
+use crate::engine::StoreLimits;
+use crate::error::{AdapterError, EvalError};
+use crate::types::{EvalContext, PolicyRequest, Settings, SettingsVerdict, ValidationResponse};
+
+/// Host bindings generated from `wit/`.
+pub(crate) mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "policy",
+    });
+}
+
+/// The component linker, built once per engine.
+pub(crate) type SharedLinker = Arc<Linker<ComponentState>>;
+
+/// Per-evaluation state, owned by the Store.
+pub(crate) struct ComponentState {
+    limits: StoreLimits,
+    /// Created on the first WASI call only.
+    wasi: Option<WasiCtx>,
+    table: ResourceTable,
+    policy_id: Arc<str>,
+    capabilities: Arc<dyn HostCapabilities>,
+}
+
+impl WasiView for ComponentState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        // No preopens, environment, arguments or stdio, as for waPC policies.
+        let ctx = self.wasi.get_or_insert_with(|| wasmtime_wasi::WasiCtxBuilder::new().build());
+        WasiCtxView {
+            ctx,
+            table: &mut self.table,
+        }
+    }
+}
+
+pub(crate) fn linker(engine: &wasmtime::Engine) -> Result<SharedLinker, AdapterError> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+        .map_err(|e| AdapterError::Engine(format!("cannot link WASI: {e:#}")))?;
+    bindings::Policy::add_to_linker::<ComponentState, HasSelf<ComponentState>>(&mut linker, |s| s)
+        .map_err(|e| AdapterError::Engine(format!("cannot link the policy world: {e:#}")))?;
+    Ok(Arc::new(linker))
+}
+
+/// A compiled component with its pre-instantiated bindings.
+pub(crate) struct ComponentModule {
+    pre: bindings::PolicyPre<ComponentState>,
+}
+
+impl ComponentModule {
+    pub(crate) fn new(
+        linker: &Linker<ComponentState>,
+        component: Component,
+    ) -> Result<Self, AdapterError> {
+        let instance_pre = linker.instantiate_pre(&component).map_err(|e| {
+            AdapterError::Link(format!(
+                "the component imports something the host does not provide: {e:#}"
+            ))
+        })?;
+        let pre = bindings::PolicyPre::new(instance_pre).map_err(|e| {
+            AdapterError::Link(format!(
+                "the component does not export the portcullis:policy@0.1.0 world: {e:#}"
+            ))
+        })?;
+        Ok(ComponentModule { pre })
+    }
+
+    fn instantiate(
+        &self,
+        limits: StoreLimits,
+        ctx: &EvalContext,
+    ) -> Result<(Store<ComponentState>, bindings::Policy), EvalError> {
+        let ticks = limits.deadline_ticks;
+        let state = ComponentState {
+            limits,
+            wasi: None,
+            table: ResourceTable::new(),
+            policy_id: ctx.policy_id.as_str().into(),
+            capabilities: ctx.capabilities.clone(),
+        };
+        let mut store = Store::new(self.pre.engine(), state);
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+        match self.pre.instantiate(&mut store) {
+            Ok(policy) => Ok((store, policy)),
+            Err(e) => Err(match store.data().limits.classify(e) {
+                EvalError::Trap(msg) => EvalError::Instantiation(msg),
+                other => other,
+            }),
+        }
+    }
+
+    pub(crate) fn validate_settings(
+        &self,
+        limits: StoreLimits,
+        ctx: &EvalContext,
+        settings: &Settings,
+    ) -> Result<SettingsVerdict, EvalError> {
+        let (mut store, policy) = self.instantiate(limits, ctx)?;
+        let answer = policy
+            .call_validate_settings(&mut store, settings.json())
+            .map_err(|e| store.data().limits.classify(e))?
+            .map_err(EvalError::Guest)?;
+        Ok(SettingsVerdict {
+            valid: answer.valid,
+            message: answer.message,
+        })
+    }
+
+    pub(crate) fn validate(
+        &self,
+        limits: StoreLimits,
+        ctx: &EvalContext,
+        request: &PolicyRequest,
+        settings: &Settings,
+    ) -> Result<ValidationResponse, EvalError> {
+        self.validate_n(limits, ctx, request, settings, 1)
+    }
+
+    pub(crate) fn validate_n(
+        &self,
+        limits: StoreLimits,
+        ctx: &EvalContext,
+        request: &PolicyRequest,
+        settings: &Settings,
+        n: usize,
+    ) -> Result<ValidationResponse, EvalError> {
+        let PolicyRequest::Admission(json) = request else {
+            return Err(EvalError::Unsupported(
+                "WIT component policies evaluate admission requests only; raw requests need a \
+                 waPC policy"
+                    .into(),
+            ));
+        };
+        let request = bindings::portcullis::policy::types::ValidationRequest {
+            request: convert::admission_request(json)?,
+            settings: settings.json().to_string(),
+        };
+        let (mut store, policy) = self.instantiate(limits, ctx)?;
+        let mut answer = None;
+        for _ in 0..n.max(1) {
+            answer = Some(
+                policy
+                    .call_validate(&mut store, &request)
+                    .map_err(|e| store.data().limits.classify(e))?
+                    .map_err(EvalError::Guest)?,
+            );
+        }
+        let answer = answer.ok_or_else(|| EvalError::MalformedOutput("no answer".into()))?;
+        convert::validation_response(answer)
+    }
+}

@@ -1,0 +1,339 @@
+//! The shared wasmtime [`Engine`]: pooling allocator, epoch deadlines, memory
+//! caps and the on-disk cache of compiled artifacts.
+//!
+//! Lifetimes: one [`PolicyEngine`] per process; one [`LoadedModule`] per module
+//! (it owns the `InstancePre`); one `Store` and instance per evaluation, dropped
+//! when the evaluation returns so that nothing leaks between requests.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig, ResourceLimiter,
+    Trap,
+};
+
+use crate::cache::CompiledCache;
+use crate::error::{AdapterError, EvalError};
+use crate::metadata::{PolicyMetadata, read_metadata};
+use crate::types::{
+    Abi, EvalContext, PolicyRequest, Settings, SettingsVerdict, ValidationResponse,
+};
+use crate::{component, detect, wapc};
+
+/// Engine-wide settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Use the pooling instance allocator (slots are reused, memories are
+    /// copy-on-write images kept mapped); otherwise allocate on demand.
+    pub pooling: bool,
+    /// How many instances may exist at once (the pool size).
+    pub max_instances: u32,
+    /// Memory cap per instance, in bytes.
+    pub max_memory_bytes: u64,
+    /// Period of the epoch ticker, which bounds the resolution of deadlines.
+    pub epoch_tick: Duration,
+    /// Where compiled artifacts are cached; `None` disables the cache.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            pooling: true,
+            max_instances: 256,
+            max_memory_bytes: 256 << 20,
+            epoch_tick: Duration::from_millis(10),
+            cache_dir: None,
+        }
+    }
+}
+
+/// One wasmtime engine, and its epoch ticker, shared by every policy.
+#[derive(Clone)]
+pub struct PolicyEngine {
+    inner: Arc<EngineInner>,
+}
+
+pub(crate) struct EngineInner {
+    pub(crate) engine: Engine,
+    pub(crate) config: EngineConfig,
+    cache: Option<CompiledCache>,
+    wapc_linker: wapc::SharedLinker,
+    component_linker: component::SharedLinker,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Drop for EngineInner {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl PolicyEngine {
+    /// Build the engine and start its epoch ticker thread.
+    pub fn new(config: EngineConfig) -> Result<Self, AdapterError> {
+        let mut wasm_config = Config::new();
+        wasm_config
+            .epoch_interruption(true)
+            .wasm_component_model(true)
+            // TinyGo and Go 1.2x policies use typed function references.
+            .wasm_function_references(true)
+            .cranelift_opt_level(OptLevel::Speed)
+            .memory_init_cow(true);
+        if config.pooling {
+            let mut pool = PoolingAllocationConfig::default();
+            let n = config.max_instances;
+            pool.total_core_instances(n * 4)
+                .total_component_instances(n)
+                .total_memories(n * 2)
+                .total_tables(n * 8)
+                .max_memory_size(config.max_memory_bytes as usize)
+                .max_core_instances_per_component(32)
+                .max_memories_per_component(4)
+                .max_tables_per_component(16)
+                // Resetting a slot by memset is cheaper than madvise for the
+                // few pages a policy touches; beyond this the kernel does it.
+                .linear_memory_keep_resident(1 << 20)
+                .table_keep_resident(64 << 10);
+            wasm_config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        }
+        let engine = Engine::new(&wasm_config).map_err(|e| AdapterError::Engine(e.to_string()))?;
+        let cache = config
+            .cache_dir
+            .clone()
+            .map(|dir| CompiledCache::new(dir, &engine, &config));
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        spawn_epoch_ticker(engine.clone(), config.epoch_tick, ticker_stop.clone())?;
+
+        Ok(PolicyEngine {
+            inner: Arc::new(EngineInner {
+                wapc_linker: wapc::linker(&engine)?,
+                component_linker: component::linker(&engine)?,
+                engine,
+                config,
+                cache,
+                ticker_stop,
+            }),
+        })
+    }
+
+    /// The engine's configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    /// Detect the ABI, compile the module (or load it from the on-disk cache)
+    /// and build its `InstancePre`.
+    pub fn load(&self, wasm: &[u8]) -> Result<LoadedModule, AdapterError> {
+        let abi = detect::detect_abi(wasm)?;
+        let metadata = read_metadata(wasm).map_err(AdapterError::Invalid)?;
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(wasm)));
+        let inner = &self.inner;
+        let kind = match abi {
+            Abi::Wapc => {
+                let module = match &inner.cache {
+                    Some(cache) => cache.module(&inner.engine, wasm, &digest)?,
+                    None => wasmtime::Module::new(&inner.engine, wasm)
+                        .map_err(|e| AdapterError::Compile(format!("{e:#}")))?,
+                };
+                ModuleKind::Wapc(wapc::WapcModule::new(&inner.wapc_linker, module)?)
+            }
+            Abi::Component => {
+                let component = match &inner.cache {
+                    Some(cache) => cache.component(&inner.engine, wasm, &digest)?,
+                    None => wasmtime::component::Component::new(&inner.engine, wasm)
+                        .map_err(|e| AdapterError::Compile(format!("{e:#}")))?,
+                };
+                ModuleKind::Component(component::ComponentModule::new(
+                    &inner.component_linker,
+                    component,
+                )?)
+            }
+        };
+        Ok(LoadedModule {
+            inner: Arc::new(ModuleInner {
+                engine: self.clone(),
+                digest,
+                metadata,
+                kind,
+            }),
+        })
+    }
+}
+
+fn spawn_epoch_ticker(
+    engine: Engine,
+    tick: Duration,
+    stop: Arc<AtomicBool>,
+) -> Result<(), AdapterError> {
+    std::thread::Builder::new()
+        .name("portcullis-epoch".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(tick);
+                engine.increment_epoch();
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| AdapterError::Engine(format!("cannot start the epoch ticker: {e}")))
+}
+
+/// A compiled module and its `InstancePre`, shared by every policy that uses
+/// the same module bytes. Cheap to clone.
+#[derive(Clone)]
+pub struct LoadedModule {
+    inner: Arc<ModuleInner>,
+}
+
+struct ModuleInner {
+    engine: PolicyEngine,
+    digest: String,
+    metadata: Option<PolicyMetadata>,
+    kind: ModuleKind,
+}
+
+enum ModuleKind {
+    Wapc(wapc::WapcModule),
+    Component(component::ComponentModule),
+}
+
+impl LoadedModule {
+    /// The ABI the module speaks.
+    pub fn abi(&self) -> Abi {
+        match self.inner.kind {
+            ModuleKind::Wapc(_) => Abi::Wapc,
+            ModuleKind::Component(_) => Abi::Component,
+        }
+    }
+
+    /// `sha256:<hex>` of the module bytes.
+    pub fn digest(&self) -> &str {
+        &self.inner.digest
+    }
+
+    /// The embedded metadata, when the module carries it.
+    pub fn metadata(&self) -> Option<&PolicyMetadata> {
+        self.inner.metadata.as_ref()
+    }
+
+    /// Ask the policy whether `settings` are valid, in a fresh instance.
+    pub fn validate_settings(
+        &self,
+        ctx: &EvalContext,
+        settings: &Settings,
+    ) -> Result<SettingsVerdict, EvalError> {
+        let limits = self.limits(ctx);
+        match &self.inner.kind {
+            ModuleKind::Wapc(m) => m.validate_settings(limits, ctx, settings),
+            ModuleKind::Component(m) => m.validate_settings(limits, ctx, settings),
+        }
+    }
+
+    /// Evaluate one request in a fresh instance.
+    pub fn validate(
+        &self,
+        ctx: &EvalContext,
+        request: &PolicyRequest,
+        settings: &Settings,
+    ) -> Result<ValidationResponse, EvalError> {
+        let limits = self.limits(ctx);
+        match &self.inner.kind {
+            ModuleKind::Wapc(m) => m.validate(limits, ctx, request, settings),
+            ModuleKind::Component(m) => m.validate(limits, ctx, request, settings),
+        }
+    }
+
+    /// Evaluate `n` requests in one instance, reusing it. For benchmarks only:
+    /// it measures the lower bound of a call without instantiation, and gives
+    /// up the isolation that production evaluations have.
+    #[doc(hidden)]
+    pub fn validate_reusing_instance(
+        &self,
+        ctx: &EvalContext,
+        request: &PolicyRequest,
+        settings: &Settings,
+        n: usize,
+    ) -> Result<ValidationResponse, EvalError> {
+        let limits = self.limits(ctx);
+        match &self.inner.kind {
+            ModuleKind::Wapc(m) => m.validate_n(limits, ctx, request, settings, n),
+            ModuleKind::Component(m) => m.validate_n(limits, ctx, request, settings, n),
+        }
+    }
+
+    fn limits(&self, ctx: &EvalContext) -> StoreLimits {
+        let config = &self.inner.engine.inner.config;
+        let tick = config.epoch_tick.as_nanos().max(1);
+        // One extra tick because the current tick may be about to end.
+        let ticks = ctx.timeout.as_nanos().div_ceil(tick) as u64 + 1;
+        StoreLimits {
+            max_memory_bytes: config.max_memory_bytes,
+            memory_limit_hit: false,
+            deadline_ticks: ticks,
+            timeout: ctx.timeout,
+        }
+    }
+}
+
+/// Per-store resource limits, and a record of whether the memory cap was hit so
+/// that the resulting trap is reported as out-of-memory.
+#[derive(Debug, Clone)]
+pub(crate) struct StoreLimits {
+    max_memory_bytes: u64,
+    memory_limit_hit: bool,
+    pub(crate) deadline_ticks: u64,
+    timeout: Duration,
+}
+
+impl ResourceLimiter for StoreLimits {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired as u64 > self.max_memory_bytes {
+            self.memory_limit_hit = true;
+            // Trapping at once keeps a guest from spinning on failed grows.
+            return Err(wasmtime::Error::msg("memory limit exceeded"));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
+impl StoreLimits {
+    /// Turn a wasmtime error from guest code into a typed evaluation error.
+    pub(crate) fn classify(&self, err: wasmtime::Error) -> EvalError {
+        if self.memory_limit_hit {
+            return EvalError::OutOfMemory(self.max_memory_bytes);
+        }
+        if let Some(trap) = err.downcast_ref::<Trap>() {
+            return match trap {
+                Trap::Interrupt => EvalError::Timeout(self.timeout),
+                Trap::StackOverflow => EvalError::Trap("call stack exhausted".into()),
+                other => EvalError::Trap(other.to_string()),
+            };
+        }
+        if let Some(exit) = err.downcast_ref::<wasmtime_wasi::I32Exit>() {
+            return EvalError::Trap(format!("policy exited with status {}", exit.0));
+        }
+        if let Some(host) = err.downcast_ref::<crate::wapc::HostFault>() {
+            return EvalError::MalformedOutput(host.0.clone());
+        }
+        EvalError::Trap(format!("{err:#}"))
+    }
+}

@@ -1,0 +1,41 @@
+//! One evaluation API over the two kinds of admission policy Portcullis runs:
+//! Kubewarden's waPC modules and components of the `portcullis:policy` WIT world.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use portcullis_adapters::{EngineConfig, EvalContext, PolicyEngine, PolicyRequest, Settings};
+//!
+//! let engine = PolicyEngine::new(EngineConfig::default())?;
+//! let module = engine.load(&std::fs::read("policy.wasm")?)?;
+//! let ctx = EvalContext::new("my-policy", Duration::from_secs(2));
+//! let settings = Settings::default();
+//! assert!(module.validate_settings(&ctx, &settings)?.valid);
+//! let request = PolicyRequest::Admission(serde_json::json!({"uid": "1", "operation": "CREATE"}));
+//! let verdict = module.validate(&ctx, &request, &settings)?;
+//! println!("accepted: {}", verdict.accepted);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Every evaluation runs in a fresh instance from the module's `InstancePre`,
+//! on one shared engine with the pooling allocator, under an epoch deadline
+//! and a memory cap. Whatever the guest does, the caller gets a typed error.
+
+mod cache;
+mod capabilities;
+mod component;
+mod detect;
+mod engine;
+mod error;
+mod guest_log;
+mod metadata;
+mod types;
+mod wapc;
+
+pub use capabilities::{CapabilityError, HostCapabilities, NoCapabilities};
+pub use detect::detect_abi;
+pub use engine::{EngineConfig, LoadedModule, PolicyEngine};
+pub use error::{AdapterError, EvalError};
+pub use metadata::{ContextAwareResource, PolicyMetadata, Rule, read_metadata};
+pub use types::{
+    Abi, EvalContext, PolicyRequest, Settings, SettingsVerdict, ValidationResponse,
+};
