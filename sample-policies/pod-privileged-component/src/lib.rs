@@ -1,0 +1,179 @@
+//! pod-privileged, component build: the `portcullis:policy/policy` world.
+//!
+//! Rejects Pods that have a privileged container, init container or ephemeral
+//! container. Requests for other kinds, and requests without an object, are
+//! accepted. The logic and the messages live in `policy-common`, shared with
+//! the waPC build, so both builds answer alike.
+
+wit_bindgen::generate!({ path: "../../wit", world: "policy" });
+
+use policy_common::privileged;
+
+/// The policy's metadata, in the shape of Kubewarden's `io.kubewarden.metadata`
+/// (the host finds the section inside the component's core module).
+#[cfg(target_arch = "wasm32")]
+#[used]
+#[unsafe(link_section = "portcullis.metadata")]
+static METADATA: [u8; include_bytes!("../metadata.json").len()] =
+    *include_bytes!("../metadata.json");
+
+struct Policy;
+
+export!(Policy);
+
+fn respond(accepted: bool, message: Option<String>, code: Option<u16>) -> ValidationResponse {
+    ValidationResponse {
+        accepted,
+        message,
+        code,
+        mutated_object: None,
+        warnings: Vec::new(),
+        audit_annotations: Vec::new(),
+    }
+}
+
+/// Parses the settings JSON text; unknown keys are an error.
+fn parse_settings(settings: &str) -> Result<privileged::Settings, String> {
+    serde_json::from_str(settings).map_err(|e| format!("invalid settings: {e}"))
+}
+
+impl Guest for Policy {
+    fn validate_settings(settings: String) -> Result<SettingsValidationResponse, String> {
+        Ok(match parse_settings(&settings) {
+            Ok(_) => SettingsValidationResponse {
+                valid: true,
+                message: None,
+            },
+            Err(message) => SettingsValidationResponse {
+                valid: false,
+                message: Some(message),
+            },
+        })
+    }
+
+    fn validate(request: ValidationRequest) -> Result<ValidationResponse, String> {
+        let settings = parse_settings(&request.settings)?;
+        let request = request.request;
+        let Some(object) = request.object.filter(|_| request.kind.kind == "Pod") else {
+            return Ok(respond(true, None, None));
+        };
+        // Like the waPC build: an object we cannot read as a Pod is not ours to judge.
+        let Ok(pod) = serde_json::from_str::<privileged::PodLite>(&object) else {
+            return Ok(respond(true, None, None));
+        };
+        Ok(match pod.findings(&settings).message() {
+            Some(message) => respond(false, Some(message), privileged::REJECTION_CODE),
+            None => respond(true, None, None),
+        })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::ValidationRequest;
+    use super::portcullis::policy::types::{
+        AdmissionRequest, GroupVersionKind, GroupVersionResource, Operation, UserInfo,
+    };
+
+    /// A CREATE request for `kind` with `object` (JSON text) and `settings`.
+    pub fn request(kind: &str, object: Option<&str>, settings: &str) -> ValidationRequest {
+        ValidationRequest {
+            request: AdmissionRequest {
+                uid: "uid".into(),
+                kind: GroupVersionKind {
+                    group: String::new(),
+                    version: "v1".into(),
+                    kind: kind.into(),
+                },
+                resource: GroupVersionResource {
+                    group: String::new(),
+                    version: "v1".into(),
+                    resource: format!("{}s", kind.to_lowercase()),
+                },
+                sub_resource: None,
+                request_kind: None,
+                request_resource: None,
+                request_sub_resource: None,
+                name: "x".into(),
+                namespace: Some("default".into()),
+                operation: Operation::Create,
+                user_info: UserInfo {
+                    username: "u".into(),
+                    uid: String::new(),
+                    groups: vec![],
+                    extra: vec![],
+                },
+                object: object.map(str::to_string),
+                old_object: None,
+                options: None,
+                dry_run: false,
+            },
+            settings: settings.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::request;
+    use super::*;
+
+    const POD: &str = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"spec":{
+        "containers":[{"name":"nginx"},{"name":"sidecar","securityContext":{"privileged":true}}],
+        "initContainers":[{"name":"setup","securityContext":{"privileged":true}}]}}"#;
+
+    #[test]
+    fn rejects_like_the_wapc_build() {
+        let r = Policy::validate(request("Pod", Some(POD), "{}")).unwrap();
+        assert!(!r.accepted);
+        assert_eq!(r.code, None);
+        assert_eq!(
+            r.message.as_deref(),
+            Some(
+                "Privileged container is not allowed: sidecar; Privileged init container is not allowed: setup"
+            )
+        );
+        let r = Policy::validate(request(
+            "Pod",
+            Some(POD),
+            r#"{"skip_init_containers":true}"#,
+        ))
+        .unwrap();
+        assert_eq!(
+            r.message.as_deref(),
+            Some("Privileged container is not allowed: sidecar")
+        );
+    }
+
+    #[test]
+    fn accepts_other_kinds_and_no_object() {
+        assert!(
+            Policy::validate(request("Deployment", Some(POD), "{}"))
+                .unwrap()
+                .accepted
+        );
+        assert!(
+            Policy::validate(request("Pod", None, "{}"))
+                .unwrap()
+                .accepted
+        );
+        assert!(
+            Policy::validate(request("Pod", Some("[]"), "{}"))
+                .unwrap()
+                .accepted
+        );
+    }
+
+    #[test]
+    fn settings() {
+        assert!(Policy::validate_settings("{}".into()).unwrap().valid);
+        let bad = Policy::validate_settings(r#"{"skipInitContainers":true}"#.into()).unwrap();
+        assert!(!bad.valid);
+        assert!(
+            bad.message
+                .unwrap()
+                .contains("unknown field `skipInitContainers`")
+        );
+        assert!(Policy::validate(request("Pod", Some(POD), r#"{"x":1}"#)).is_err());
+    }
+}
