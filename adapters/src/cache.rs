@@ -48,7 +48,8 @@ impl CompiledCache {
 
     fn path(&self, digest: &str, kind: &str) -> PathBuf {
         let hex = digest.trim_start_matches("sha256:");
-        self.dir.join(format!("{hex}-{kind}-{}.cwasm", self.fingerprint))
+        self.dir
+            .join(format!("{hex}-{kind}-{}.cwasm", self.fingerprint))
     }
 
     pub(crate) fn module(
@@ -65,7 +66,9 @@ impl CompiledCache {
             // this exact engine fingerprint; wasmtime still checks its header.
             match unsafe { wasmtime::Module::deserialize(engine, &bytes) } {
                 Ok(module) => return Ok(module),
-                Err(e) => tracing::warn!(path = %path.display(), error = %e, "discarding unusable compiled artifact"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "discarding unusable compiled artifact")
+                }
             }
         }
         let module = wasmtime::Module::new(engine, wasm)
@@ -87,7 +90,9 @@ impl CompiledCache {
             // SAFETY: as for modules above.
             match unsafe { Component::deserialize(engine, &bytes) } {
                 Ok(component) => return Ok(component),
-                Err(e) => tracing::warn!(path = %path.display(), error = %e, "discarding unusable compiled artifact"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "discarding unusable compiled artifact")
+                }
             }
         }
         let component =
@@ -101,7 +106,10 @@ impl CompiledCache {
     /// Write atomically; a failure only costs a recompilation next time.
     fn store(&self, path: &Path, bytes: &[u8]) {
         let result = std::fs::create_dir_all(&self.dir).and_then(|()| {
-            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            // Unique per writer: two threads may compile the same module at once.
+            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let tmp = path.with_extension(format!("tmp{}.{n}", std::process::id()));
             std::fs::write(&tmp, bytes)?;
             std::fs::rename(&tmp, path)
         });

@@ -43,6 +43,8 @@ impl HostCapabilities for NoCapabilities {
         operation: &str,
         _payload: &[u8],
     ) -> Result<Vec<u8>, CapabilityError> {
-        Err(CapabilityError::NotGranted(format!("{namespace}/{operation}")))
+        Err(CapabilityError::NotGranted(format!(
+            "{namespace}/{operation}"
+        )))
     }
 }

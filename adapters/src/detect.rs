@@ -12,7 +12,11 @@ pub fn detect_abi(wasm: &[u8]) -> Result<Abi, AdapterError> {
         let shown: Vec<String> = wasm.iter().take(4).map(|b| format!("{b:02x}")).collect();
         return Err(AdapterError::Invalid(format!(
             "not a WebAssembly binary (expected magic 00 61 73 6d, found {})",
-            if shown.is_empty() { "nothing".to_string() } else { shown.join(" ") }
+            if shown.is_empty() {
+                "nothing".to_string()
+            } else {
+                shown.join(" ")
+            }
         )));
     }
     if wasmparser::Parser::is_component(wasm) {
@@ -51,7 +55,9 @@ pub fn detect_abi(wasm: &[u8]) -> Result<Abi, AdapterError> {
     if has("__guest_call") {
         return Ok(Abi::Wapc);
     }
-    if imports_opa || exports.iter().any(|e| e.starts_with("opa_")) || has("eval") && has("builtins")
+    if imports_opa
+        || exports.iter().any(|e| e.starts_with("opa_"))
+        || has("eval") && has("builtins")
     {
         return Err(AdapterError::Unsupported(
             "this is an OPA/Rego module (it has the opa_* ABI); Portcullis runs waPC and \
@@ -72,7 +78,11 @@ pub fn detect_abi(wasm: &[u8]) -> Result<Abi, AdapterError> {
     }
     Err(AdapterError::Unsupported(format!(
         "core module without the waPC export __guest_call (exports: {})",
-        if listed.is_empty() { "none".to_string() } else { listed.join(", ") }
+        if listed.is_empty() {
+            "none".to_string()
+        } else {
+            listed.join(", ")
+        }
     )))
 }
 
@@ -86,8 +96,10 @@ mod tests {
 
     #[test]
     fn wapc_by_guest_call_export() {
-        let m = wasm(r#"(module (memory (export "memory") 1)
-            (func (export "__guest_call") (param i32 i32) (result i32) i32.const 1))"#);
+        let m = wasm(
+            r#"(module (memory (export "memory") 1)
+            (func (export "__guest_call") (param i32 i32) (result i32) i32.const 1))"#,
+        );
         assert_eq!(detect_abi(&m).unwrap(), Abi::Wapc);
     }
 
@@ -98,8 +110,10 @@ mod tests {
 
     #[test]
     fn opa_and_wasi_command_are_named() {
-        let opa = wasm(r#"(module (import "env" "opa_abort" (func (param i32)))
-            (func (export "opa_eval") (result i32) i32.const 0))"#);
+        let opa = wasm(
+            r#"(module (import "env" "opa_abort" (func (param i32)))
+            (func (export "opa_eval") (result i32) i32.const 0))"#,
+        );
         let err = detect_abi(&opa).unwrap_err().to_string();
         assert!(err.contains("OPA/Rego"), "{err}");
 
@@ -114,7 +128,9 @@ mod tests {
 
     #[test]
     fn garbage_is_invalid() {
-        let err = detect_abi(b"PK\x03\x04 a zip file").unwrap_err().to_string();
+        let err = detect_abi(b"PK\x03\x04 a zip file")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("50 4b 03 04"), "{err}");
         assert!(detect_abi(b"").unwrap_err().to_string().contains("nothing"));
     }

@@ -38,6 +38,10 @@ pub struct EngineConfig {
     pub epoch_tick: Duration,
     /// Where compiled artifacts are cached; `None` disables the cache.
     pub cache_dir: Option<PathBuf>,
+    /// Bytes at the start of each pooled linear memory that are reset with
+    /// `memset` and stay resident, instead of being returned to the kernel
+    /// and faulted in again by the next instance.
+    pub keep_resident_bytes: usize,
 }
 
 impl Default for EngineConfig {
@@ -48,6 +52,9 @@ impl Default for EngineConfig {
             max_memory_bytes: 256 << 20,
             epoch_tick: Duration::from_millis(10),
             cache_dir: None,
+            // Measured best in `just bench` (see BENCHMARKS.md): with
+            // PAGEMAP_SCAN only dirtied pages count against it.
+            keep_resident_bytes: 8 << 20,
         }
     }
 }
@@ -95,9 +102,11 @@ impl PolicyEngine {
                 .max_core_instances_per_component(32)
                 .max_memories_per_component(4)
                 .max_tables_per_component(16)
-                // Resetting a slot by memset is cheaper than madvise for the
-                // few pages a policy touches; beyond this the kernel does it.
-                .linear_memory_keep_resident(1 << 20)
+                .linear_memory_keep_resident(config.keep_resident_bytes)
+                // With PAGEMAP_SCAN (Linux >= 6.7) only the pages an instance
+                // dirtied are reset, and they stay resident: the next instance
+                // takes no page faults on them. Falls back to madvise elsewhere.
+                .pagemap_scan(wasmtime::Enabled::Auto)
                 .table_keep_resident(64 << 10);
             wasm_config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         }

@@ -50,6 +50,11 @@ pub(crate) fn log_kubewarden_event(policy: &str, payload: &[u8]) {
             let fields = (!event.is_empty()).then(|| serde_json::Value::Object(event).to_string());
             emit(policy, level, &message, fields.as_deref());
         }
-        Err(_) => emit(policy, GuestLevel::Info, &String::from_utf8_lossy(payload), None),
+        Err(_) => emit(
+            policy,
+            GuestLevel::Info,
+            &String::from_utf8_lossy(payload),
+            None,
+        ),
     }
 }

@@ -36,6 +36,4 @@ pub use detect::detect_abi;
 pub use engine::{EngineConfig, LoadedModule, PolicyEngine};
 pub use error::{AdapterError, EvalError};
 pub use metadata::{ContextAwareResource, PolicyMetadata, Rule, read_metadata};
-pub use types::{
-    Abi, EvalContext, PolicyRequest, Settings, SettingsVerdict, ValidationResponse,
-};
+pub use types::{Abi, EvalContext, PolicyRequest, Settings, SettingsVerdict, ValidationResponse};

@@ -126,9 +126,18 @@ mod tests {
 
     #[test]
     fn absent_section_is_none_and_bad_json_is_an_error() {
-        assert_eq!(read_metadata(&wat::parse_str("(module)").unwrap()), Ok(None));
-        let bad = wat::parse_str(format!(r#"(module (@custom "{KUBEWARDEN_SECTION}" "nope"))"#))
-            .unwrap();
-        assert!(read_metadata(&bad).unwrap_err().contains(KUBEWARDEN_SECTION));
+        assert_eq!(
+            read_metadata(&wat::parse_str("(module)").unwrap()),
+            Ok(None)
+        );
+        let bad = wat::parse_str(format!(
+            r#"(module (@custom "{KUBEWARDEN_SECTION}" "nope"))"#
+        ))
+        .unwrap();
+        assert!(
+            read_metadata(&bad)
+                .unwrap_err()
+                .contains(KUBEWARDEN_SECTION)
+        );
     }
 }

@@ -46,7 +46,9 @@ fn load_uncached(name: &str) -> LoadedModule {
     let path = repo().join("target/policies").join(format!("{name}.wasm"));
     let bytes = std::fs::read(&path)
         .unwrap_or_else(|e| panic!("{}: {e}; run `just policies` first", path.display()));
-    engine().load(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"))
+    engine()
+        .load(&bytes)
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 fn fixture(name: &str) -> PolicyRequest {
@@ -65,18 +67,34 @@ const ABIS: [&str; 2] = ["wapc", "component"];
 fn abi_is_detected_from_the_module() {
     assert_eq!(load("pod-privileged-wapc").abi(), Abi::Wapc);
     assert_eq!(load("pod-privileged-component").abi(), Abi::Component);
-    let meta = load("pod-privileged-wapc").metadata().cloned().expect("metadata section");
+    let meta = load("pod-privileged-wapc")
+        .metadata()
+        .cloned()
+        .expect("metadata section");
     assert_eq!(meta.protocol_version.as_deref(), Some("v1"));
     assert!(!meta.mutating);
-    assert!(load("default-labels-component").metadata().expect("metadata").mutating);
+    assert!(
+        load("default-labels-component")
+            .metadata()
+            .expect("metadata")
+            .mutating
+    );
 }
 
 #[test]
 fn pod_privileged_gives_the_same_verdicts_in_both_abis() {
     let cases = [
         ("pod-unprivileged", true, None),
-        ("pod-privileged", false, Some("Privileged container is not allowed: sidecar")),
-        ("pod-init-privileged", false, Some("Privileged init container is not allowed: init")),
+        (
+            "pod-privileged",
+            false,
+            Some("Privileged container is not allowed: sidecar"),
+        ),
+        (
+            "pod-init-privileged",
+            false,
+            Some("Privileged init container is not allowed: init"),
+        ),
     ];
     for abi in ABIS {
         let policy = load(&format!("pod-privileged-{abi}"));
@@ -87,7 +105,10 @@ fn pod_privileged_gives_the_same_verdicts_in_both_abis() {
             assert_eq!(verdict.accepted, *accepted, "{abi} {fixture_name}");
             if let Some(message) = message {
                 let got = verdict.message.as_deref().unwrap_or_default();
-                assert!(got.starts_with(&message[..33]), "{abi} {fixture_name}: {got}");
+                assert!(
+                    got.starts_with(&message[..33]),
+                    "{abi} {fixture_name}: {got}"
+                );
             }
             assert_eq!(verdict.mutated_object, None);
         }
@@ -110,7 +131,9 @@ fn skip_init_containers_setting_is_honoured() {
     for abi in ABIS {
         let policy = load(&format!("pod-privileged-{abi}"));
         assert!(policy.validate_settings(&ctx(), &settings).unwrap().valid);
-        let verdict = policy.validate(&ctx(), &fixture("pod-init-privileged"), &settings).unwrap();
+        let verdict = policy
+            .validate(&ctx(), &fixture("pod-init-privileged"), &settings)
+            .unwrap();
         assert!(verdict.accepted, "{abi}: {verdict:?}");
     }
 }
@@ -119,21 +142,43 @@ fn skip_init_containers_setting_is_honoured() {
 fn settings_are_accepted_and_rejected_as_specified() {
     for abi in ABIS {
         let privileged = load(&format!("pod-privileged-{abi}"));
-        let ok = |p: &LoadedModule, s: Value| p.validate_settings(&ctx(), &Settings::new(s)).unwrap();
+        let ok =
+            |p: &LoadedModule, s: Value| p.validate_settings(&ctx(), &Settings::new(s)).unwrap();
         assert!(ok(&privileged, json!({})).valid, "{abi}");
-        assert!(ok(&privileged, Value::Null).valid, "{abi}: null settings mean {{}}");
+        assert!(
+            ok(&privileged, Value::Null).valid,
+            "{abi}: null settings mean {{}}"
+        );
         assert!(ok(&privileged, json!({"skip_ephemeral_containers": true})).valid);
         let unknown = ok(&privileged, json!({"skip_everything": true}));
         assert!(!unknown.valid, "{abi}: unknown key accepted");
-        assert!(unknown.message.unwrap().contains("skip_everything"), "{abi}");
+        assert!(
+            unknown.message.unwrap().contains("skip_everything"),
+            "{abi}"
+        );
 
         let labels = load(&format!("default-labels-{abi}"));
-        assert!(ok(&labels, json!({"labels": {"team": "core", "example.com/tier": "web"}})).valid);
+        assert!(
+            ok(
+                &labels,
+                json!({"labels": {"team": "core", "example.com/tier": "web"}})
+            )
+            .valid
+        );
         let bad_key = ok(&labels, json!({"labels": {"bad key": "x"}}));
-        assert!(!bad_key.valid && bad_key.message.unwrap().contains("bad key"), "{abi}");
+        assert!(
+            !bad_key.valid && bad_key.message.unwrap().contains("bad key"),
+            "{abi}"
+        );
         let bad_value = ok(&labels, json!({"labels": {"k": "-v"}}));
-        assert!(!bad_value.valid && bad_value.message.unwrap().contains("-v"), "{abi}");
-        assert!(!ok(&labels, json!({"labels": {}, "extra": 1})).valid, "{abi}");
+        assert!(
+            !bad_value.valid && bad_value.message.unwrap().contains("-v"),
+            "{abi}"
+        );
+        assert!(
+            !ok(&labels, json!({"labels": {}, "extra": 1})).valid,
+            "{abi}"
+        );
     }
 }
 
@@ -143,14 +188,21 @@ fn default_labels_add_exactly_the_missing_labels_in_both_abis() {
     let mut results = Vec::new();
     for abi in ABIS {
         let policy = load(&format!("default-labels-{abi}"));
-        let verdict = policy.validate(&ctx(), &fixture("pod-partial-labels"), &settings).unwrap();
+        let verdict = policy
+            .validate(&ctx(), &fixture("pod-partial-labels"), &settings)
+            .unwrap();
         assert!(verdict.accepted);
         let mutated = verdict.mutated_object.clone().expect("mutation");
         let labels = mutated["metadata"]["labels"].as_object().unwrap();
         assert_eq!(labels["owner"], "sre", "{abi}: missing label added");
-        assert_ne!(labels["app"], "ignored", "{abi}: existing label overwritten");
+        assert_ne!(
+            labels["app"], "ignored",
+            "{abi}: existing label overwritten"
+        );
         // Nothing else changes.
-        let PolicyRequest::Admission(request) = fixture("pod-partial-labels") else { unreachable!() };
+        let PolicyRequest::Admission(request) = fixture("pod-partial-labels") else {
+            unreachable!()
+        };
         let mut expected = request["object"].clone();
         expected["metadata"]["labels"]["owner"] = json!("sre");
         assert_eq!(mutated, expected, "{abi}");
@@ -158,8 +210,13 @@ fn default_labels_add_exactly_the_missing_labels_in_both_abis() {
 
         // All labels present: accepted without a mutation.
         let full = Settings::new(json!({"labels": {"app": "web"}}));
-        let verdict = policy.validate(&ctx(), &fixture("pod-partial-labels"), &full).unwrap();
-        assert!(verdict.accepted && verdict.mutated_object.is_none(), "{abi}: {verdict:?}");
+        let verdict = policy
+            .validate(&ctx(), &fixture("pod-partial-labels"), &full)
+            .unwrap();
+        assert!(
+            verdict.accepted && verdict.mutated_object.is_none(),
+            "{abi}: {verdict:?}"
+        );
     }
     assert_eq!(results[0], results[1]);
 }
@@ -176,8 +233,14 @@ fn every_evaluation_gets_a_fresh_instance() {
     for abi in ABIS {
         let (policy, settings) = adversarial(abi, "counter");
         for _ in 0..5 {
-            let verdict = policy.validate(&ctx(), &fixture("pod-unprivileged"), &settings).unwrap();
-            assert_eq!(verdict.message.as_deref(), Some("1"), "{abi}: state leaked between calls");
+            let verdict = policy
+                .validate(&ctx(), &fixture("pod-unprivileged"), &settings)
+                .unwrap();
+            assert_eq!(
+                verdict.message.as_deref(),
+                Some("1"),
+                "{abi}: state leaked between calls"
+            );
         }
         // The same instance, reused, counts: this is what fresh instances prevent.
         let reused = policy
@@ -196,11 +259,21 @@ fn assert_contained(abi: &str, behaviour: &str, deadline: Duration) -> EvalError
         .validate(&ctx, &fixture("pod-unprivileged"), &settings)
         .expect_err(behaviour);
     // Generous: this checks that the deadline works, not how fast.
-    assert!(started.elapsed() < deadline * 5 + Duration::from_secs(1), "{abi} {behaviour}");
+    assert!(
+        started.elapsed() < deadline * 5 + Duration::from_secs(1),
+        "{abi} {behaviour}"
+    );
     let good = load(&format!("pod-privileged-{abi}"))
-        .validate(&self::ctx(), &fixture("pod-privileged"), &Settings::default())
+        .validate(
+            &self::ctx(),
+            &fixture("pod-privileged"),
+            &Settings::default(),
+        )
         .unwrap();
-    assert!(!good.accepted, "{abi}: the host stopped serving after {behaviour}");
+    assert!(
+        !good.accepted,
+        "{abi}: the host stopped serving after {behaviour}"
+    );
     err
 }
 
@@ -208,7 +281,10 @@ fn assert_contained(abi: &str, behaviour: &str, deadline: Duration) -> EvalError
 fn an_endless_loop_is_interrupted_at_its_deadline() {
     for abi in ABIS {
         let err = assert_contained(abi, "loop", Duration::from_millis(300));
-        assert!(matches!(err, EvalError::Timeout(d) if d == Duration::from_millis(300)), "{abi}: {err}");
+        assert!(
+            matches!(err, EvalError::Timeout(d) if d == Duration::from_millis(300)),
+            "{abi}: {err}"
+        );
         assert!(err.to_string().contains("300ms deadline"), "{err}");
     }
 }
@@ -217,7 +293,10 @@ fn an_endless_loop_is_interrupted_at_its_deadline() {
 fn the_memory_cap_holds() {
     for abi in ABIS {
         let err = assert_contained(abi, "memory-bomb", Duration::from_secs(5));
-        assert!(matches!(err, EvalError::OutOfMemory(MEMORY_CAP)), "{abi}: {err}");
+        assert!(
+            matches!(err, EvalError::OutOfMemory(MEMORY_CAP)),
+            "{abi}: {err}"
+        );
     }
 }
 
@@ -246,7 +325,9 @@ fn many_bad_evaluations_in_parallel_leave_the_pool_usable() {
                 let behaviour = ["loop", "trap", "memory-bomb", "garbage"][i % 4];
                 let (policy, settings) = adversarial(abi, behaviour);
                 let ctx = EvalContext::new("bad", Duration::from_millis(200));
-                policy.validate(&ctx, &fixture("pod-unprivileged"), &settings).is_err()
+                policy
+                    .validate(&ctx, &fixture("pod-unprivileged"), &settings)
+                    .is_err()
             })
         })
         .collect();
@@ -255,7 +336,9 @@ fn many_bad_evaluations_in_parallel_leave_the_pool_usable() {
     }
     for abi in ABIS {
         let (policy, settings) = adversarial(abi, "counter");
-        let verdict = policy.validate(&ctx(), &fixture("pod-unprivileged"), &settings).unwrap();
+        let verdict = policy
+            .validate(&ctx(), &fixture("pod-unprivileged"), &settings)
+            .unwrap();
         assert_eq!(verdict.message.as_deref(), Some("1"));
     }
 }
@@ -278,16 +361,30 @@ fn compiled_artifacts_are_cached_on_disk() {
         cache_dir: Some(dir.path().to_path_buf()),
         ..Default::default()
     };
-    let bytes = std::fs::read(repo().join("target/policies/pod-privileged-component.wasm")).unwrap();
-    let first = PolicyEngine::new(config.clone()).unwrap().load(&bytes).unwrap();
+    let bytes =
+        std::fs::read(repo().join("target/policies/pod-privileged-component.wasm")).unwrap();
+    let first = PolicyEngine::new(config.clone())
+        .unwrap()
+        .load(&bytes)
+        .unwrap();
     let entries: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert_eq!(entries.len(), 1, "one artifact written");
-    let name = entries[0].as_ref().unwrap().file_name().into_string().unwrap();
-    assert!(name.starts_with(first.digest().trim_start_matches("sha256:")), "{name}");
+    let name = entries[0]
+        .as_ref()
+        .unwrap()
+        .file_name()
+        .into_string()
+        .unwrap();
+    assert!(
+        name.starts_with(first.digest().trim_start_matches("sha256:")),
+        "{name}"
+    );
 
     // A new engine (a restart) loads the artifact and it evaluates the same.
     let second = PolicyEngine::new(config).unwrap().load(&bytes).unwrap();
-    let verdict = second.validate(&ctx(), &fixture("pod-privileged"), &Settings::default()).unwrap();
+    let verdict = second
+        .validate(&ctx(), &fixture("pod-privileged"), &Settings::default())
+        .unwrap();
     assert!(!verdict.accepted);
 
     // A corrupt artifact is discarded and recompiled, not trusted.
@@ -300,7 +397,12 @@ fn compiled_artifacts_are_cached_on_disk() {
     .unwrap()
     .load(&bytes)
     .unwrap();
-    assert!(!third.validate(&ctx(), &fixture("pod-privileged"), &Settings::default()).unwrap().accepted);
+    assert!(
+        !third
+            .validate(&ctx(), &fixture("pod-privileged"), &Settings::default())
+            .unwrap()
+            .accepted
+    );
 }
 
 #[test]
@@ -347,7 +449,9 @@ fn out_of_bounds_guest_pointers_trap_the_guest_not_the_host() {
     )
     .unwrap();
     let policy = engine().load(&wasm).unwrap();
-    let err = policy.validate(&ctx(), &fixture("pod-privileged"), &Settings::default()).unwrap_err();
+    let err = policy
+        .validate(&ctx(), &fixture("pod-privileged"), &Settings::default())
+        .unwrap_err();
     assert!(err.to_string().contains("out of bounds"), "{err}");
 
     // And a response that claims to be larger than memory.

@@ -38,7 +38,9 @@ pub(crate) struct ComponentState {
 impl WasiView for ComponentState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         // No preopens, environment, arguments or stdio, as for waPC policies.
-        let ctx = self.wasi.get_or_insert_with(|| wasmtime_wasi::WasiCtxBuilder::new().build());
+        let ctx = self
+            .wasi
+            .get_or_insert_with(|| wasmtime_wasi::WasiCtxBuilder::new().build());
         WasiCtxView {
             ctx,
             table: &mut self.table,

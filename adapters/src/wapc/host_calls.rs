@@ -144,14 +144,21 @@ pub(super) fn add_to_linker(linker: &mut Linker<WapcState>) -> wasmtime::Result<
         "wapc",
         "__host_response",
         |mut caller: Caller<'_, WapcState>, ptr: i32| -> wasmtime::Result<()> {
-            write_from_state(&mut caller, ptr, |c| c.host_response.as_deref().unwrap_or(&[]))
+            write_from_state(&mut caller, ptr, |c| {
+                c.host_response.as_deref().unwrap_or(&[])
+            })
         },
     )?;
     linker.func_wrap(
         "wapc",
         "__host_response_len",
         |caller: Caller<'_, WapcState>| -> i32 {
-            caller.data().call.host_response.as_ref().map_or(0, |r| r.len() as i32)
+            caller
+                .data()
+                .call
+                .host_response
+                .as_ref()
+                .map_or(0, |r| r.len() as i32)
         },
     )?;
     linker.func_wrap(
@@ -165,7 +172,12 @@ pub(super) fn add_to_linker(linker: &mut Linker<WapcState>) -> wasmtime::Result<
         "wapc",
         "__host_error_len",
         |caller: Caller<'_, WapcState>| -> i32 {
-            caller.data().call.host_error.as_ref().map_or(0, |r| r.len() as i32)
+            caller
+                .data()
+                .call
+                .host_error
+                .as_ref()
+                .map_or(0, |r| r.len() as i32)
         },
     )?;
     linker.func_wrap(
@@ -192,7 +204,9 @@ fn host_call(
     payload: &[u8],
 ) -> Result<Vec<u8>, String> {
     if binding != "kubewarden" {
-        return Err(format!("unknown host-call binding {binding:?}; only \"kubewarden\" exists"));
+        return Err(format!(
+            "unknown host-call binding {binding:?}; only \"kubewarden\" exists"
+        ));
     }
     if namespace == "tracing" && operation == "log" {
         crate::guest_log::log_kubewarden_event(&state.policy_id, payload);

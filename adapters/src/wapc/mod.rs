@@ -87,7 +87,9 @@ impl WapcModule {
             .ok_or_else(|| AdapterError::Link("the module does not export __guest_call".into()))?;
         match module.get_export("__guest_call") {
             Some(wasmtime::ExternType::Func(f))
-                if f.params().map(|p| matches!(p, ValType::I32)).eq([true, true])
+                if f.params()
+                    .map(|p| matches!(p, ValType::I32))
+                    .eq([true, true])
                     && f.results().map(|r| matches!(r, ValType::I32)).eq([true]) => {}
             _ => {
                 return Err(AdapterError::Link(
@@ -95,8 +97,13 @@ impl WapcModule {
                 ));
             }
         }
-        if !matches!(module.get_export("memory"), Some(wasmtime::ExternType::Memory(_))) {
-            return Err(AdapterError::Link("the module does not export its memory".into()));
+        if !matches!(
+            module.get_export("memory"),
+            Some(wasmtime::ExternType::Memory(_))
+        ) {
+            return Err(AdapterError::Link(
+                "the module does not export its memory".into(),
+            ));
         }
         let inits = INIT_EXPORTS
             .iter()
@@ -169,7 +176,11 @@ impl WapcModule {
         parse_validation_response(&bytes)
     }
 
-    fn instantiate(&self, limits: StoreLimits, ctx: &EvalContext) -> Result<Running<'_>, EvalError> {
+    fn instantiate(
+        &self,
+        limits: StoreLimits,
+        ctx: &EvalContext,
+    ) -> Result<Running<'_>, EvalError> {
         let ticks = limits.deadline_ticks;
         let mut store = Store::new(self.pre.module().engine(), WapcState::new(limits, ctx));
         store.limiter(|s| &mut s.limits);
@@ -188,8 +199,7 @@ impl WapcModule {
                 .ok_or_else(|| EvalError::Instantiation("init export vanished".into()))?;
             if let Err(e) = func.call(&mut store, &[], &mut []) {
                 // A command module's entry point may end with exit(0).
-                if e
-                    .downcast_ref::<wasmtime_wasi::I32Exit>()
+                if e.downcast_ref::<wasmtime_wasi::I32Exit>()
                     .is_some_and(|exit| exit.0 == 0)
                 {
                     continue;
@@ -258,7 +268,9 @@ fn validate_payload(request: &PolicyRequest, settings: &Settings) -> Result<Vec<
         // Kubewarden's SDKs accept an explicit null only for the objects; the
         // API server omits empty fields, but other clients send nulls.
         PolicyRequest::Admission(serde_json::Value::Object(fields))
-            if fields.iter().any(|(k, v)| v.is_null() && k != "object" && k != "oldObject") =>
+            if fields
+                .iter()
+                .any(|(k, v)| v.is_null() && k != "object" && k != "oldObject") =>
         {
             let kept: serde_json::Map<_, _> = fields
                 .iter()
