@@ -1,0 +1,112 @@
+//! `sources.yml`: registries that may be reached without TLS verification and
+//! custom certificate authorities per registry (Kubewarden format).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ConfigError, parse_document};
+
+/// The contents of `sources.yml`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourcesConfig {
+    /// `host[:port]` entries that may be reached over plain HTTP or with an
+    /// unverified certificate.
+    #[serde(default)]
+    pub insecure_sources: Vec<String>,
+    /// Extra certificate authorities trusted for a `host[:port]`.
+    #[serde(default)]
+    pub source_authorities: BTreeMap<String, Vec<SourceAuthority>>,
+}
+
+/// One certificate authority, given inline or by path; PEM or DER.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum SourceAuthority {
+    /// A certificate read from a file.
+    Path {
+        /// The certificate file.
+        path: PathBuf,
+    },
+    /// A certificate given inline (PEM text).
+    Data {
+        /// The certificate.
+        data: String,
+    },
+}
+
+impl SourcesConfig {
+    /// Parses `sources.yml` contents (YAML or JSON).
+    pub fn from_slice(bytes: &[u8]) -> Result<Self, ConfigError> {
+        // An empty file is a valid "no sources" document, as with upstream.
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self::default());
+        }
+        parse_document("sources file", bytes)
+    }
+
+    /// Reads and parses a `sources.yml` file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_slice(&bytes)
+    }
+
+    /// Whether `host[:port]` is listed as insecure.
+    pub fn is_insecure(&self, host: &str) -> bool {
+        self.insecure_sources.iter().any(|h| h == host)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_upstream_example() {
+        let yaml = r#"
+insecure_sources:
+  - "registry.local:5000"
+source_authorities:
+  "registry.corp:443":
+    - type: Path
+      path: /etc/ca.pem
+    - type: Data
+      data: |
+        -----BEGIN CERTIFICATE-----
+        abc
+        -----END CERTIFICATE-----
+"#;
+        let sources = SourcesConfig::from_slice(yaml.as_bytes()).unwrap();
+        assert!(sources.is_insecure("registry.local:5000"));
+        assert!(!sources.is_insecure("registry.corp:443"));
+        let authorities = &sources.source_authorities["registry.corp:443"];
+        assert_eq!(
+            authorities[0],
+            SourceAuthority::Path {
+                path: "/etc/ca.pem".into()
+            }
+        );
+        assert!(
+            matches!(&authorities[1], SourceAuthority::Data { data } if data.contains("BEGIN"))
+        );
+    }
+
+    #[test]
+    fn empty_file_is_empty_config() {
+        assert_eq!(
+            SourcesConfig::from_slice(b"\n").unwrap(),
+            SourcesConfig::default()
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_authority_type() {
+        let err =
+            SourcesConfig::from_slice(b"source_authorities: {a: [{type: Nope}]}").unwrap_err();
+        assert!(err.to_string().contains("sources file"), "{err}");
+    }
+}
