@@ -1,0 +1,199 @@
+//! Command-line flags of the `policy-server` binary. Every flag can also be
+//! set through a `PORTCULLIS_<FLAG>` environment variable.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::server_config::{ServerConfig, default_workers};
+use crate::tls::TlsFiles;
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Portcullis policy-server: a Kubernetes admission webhook evaluating
+/// WebAssembly policies.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "policy-server", version, about)]
+pub struct PolicyServerArgs {
+    /// The policies file (YAML or JSON), reloaded when it changes.
+    #[arg(long, env = "PORTCULLIS_POLICIES", default_value = "policies.yml")]
+    pub policies: PathBuf,
+    /// Address to listen on.
+    #[arg(long, env = "PORTCULLIS_ADDR", default_value = "0.0.0.0")]
+    pub addr: IpAddr,
+    /// Port of the webhook listener.
+    #[arg(long, env = "PORTCULLIS_PORT", default_value_t = 3000)]
+    pub port: u16,
+    /// Port of the plain-HTTP listener serving /readiness, /livez and /metrics.
+    #[arg(long, env = "PORTCULLIS_READINESS_PROBE_PORT", default_value_t = 8081)]
+    pub readiness_probe_port: u16,
+    /// PEM certificate chain; with --key-file enables HTTPS.
+    #[arg(long, env = "PORTCULLIS_CERT_FILE", requires = "key_file")]
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key; with --cert-file enables HTTPS.
+    #[arg(long, env = "PORTCULLIS_KEY_FILE", requires = "cert_file")]
+    pub key_file: Option<PathBuf>,
+    /// Comma-separated PEM CA bundles; enables mutual TLS.
+    #[arg(
+        long,
+        env = "PORTCULLIS_CLIENT_CA_FILE",
+        value_delimiter = ',',
+        requires = "cert_file"
+    )]
+    pub client_ca_file: Vec<PathBuf>,
+    /// Where downloaded modules are stored.
+    #[arg(long, env = "PORTCULLIS_POLICIES_DOWNLOAD_DIR", default_value = ".")]
+    pub policies_download_dir: PathBuf,
+    /// sources.yml: insecure registries and custom CAs.
+    #[arg(long, env = "PORTCULLIS_SOURCES_PATH")]
+    pub sources_path: Option<PathBuf>,
+    /// Docker config.json with registry credentials.
+    #[arg(long, env = "PORTCULLIS_DOCKER_CONFIG_JSON_PATH")]
+    pub docker_config_json_path: Option<PathBuf>,
+    /// Maximum concurrent evaluations [default: number of CPUs].
+    #[arg(long, env = "PORTCULLIS_WORKERS")]
+    pub workers: Option<usize>,
+    /// Evaluation deadline of policies without timeoutEvalSeconds (e.g. 2, 2s, 500ms).
+    #[arg(long, env = "PORTCULLIS_POLICY_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    pub policy_timeout: Duration,
+    /// How long a request waits for a free worker before a 503.
+    #[arg(long, env = "PORTCULLIS_QUEUE_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
+    pub queue_timeout: Duration,
+    /// Deadline of a whole HTTP request.
+    #[arg(long, env = "PORTCULLIS_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+    /// How long open connections may take to finish after SIGTERM.
+    #[arg(long, env = "PORTCULLIS_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "PORTCULLIS_MAX_BODY_BYTES", default_value_t = 3 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Requests from this namespace are allowed without evaluation
+    /// (set it to the policy-server's own namespace).
+    #[arg(long, env = "PORTCULLIS_ALWAYS_ACCEPT_ADMISSION_REVIEWS_ON_NAMESPACE")]
+    pub always_accept_admission_reviews_on_namespace: Option<String>,
+    /// Log filter: a level (info, debug, ...) or a tracing filter directive.
+    #[arg(long, env = "PORTCULLIS_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// Log format.
+    #[arg(long, env = "PORTCULLIS_LOG_FMT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_fmt: LogFormat,
+    /// Exit non-zero at startup when any policy fails to load (and reject
+    /// reloads that break a policy) instead of isolating it.
+    #[arg(long, env = "PORTCULLIS_FAIL_FAST")]
+    pub fail_fast: bool,
+    /// How often policies whose module could not be fetched are retried.
+    #[arg(long, env = "PORTCULLIS_FETCH_RETRY_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub fetch_retry_interval: Duration,
+    /// Compiled-module cache [default: <policies-download-dir>/compiled-cache].
+    #[arg(long, env = "PORTCULLIS_COMPILED_CACHE_DIR")]
+    pub compiled_cache_dir: Option<PathBuf>,
+}
+
+impl PolicyServerArgs {
+    /// The server configuration these flags describe.
+    pub fn to_server_config(&self) -> ServerConfig {
+        let tls = match (&self.cert_file, &self.key_file) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_cas: self.client_ca_file.clone(),
+            }),
+            _ => None,
+        };
+        ServerConfig {
+            policies_path: self.policies.clone(),
+            addr: self.addr,
+            port: self.port,
+            readiness_port: self.readiness_probe_port,
+            tls,
+            policies_download_dir: self.policies_download_dir.clone(),
+            sources_path: self.sources_path.clone(),
+            docker_config_json_path: self.docker_config_json_path.clone(),
+            workers: self.workers.unwrap_or_else(default_workers),
+            policy_timeout: self.policy_timeout,
+            queue_timeout: self.queue_timeout,
+            request_timeout: self.request_timeout,
+            shutdown_timeout: self.shutdown_timeout,
+            max_body_bytes: self.max_body_bytes,
+            always_accept_namespace: self.always_accept_admission_reviews_on_namespace.clone(),
+            fail_fast: self.fail_fast,
+            compiled_cache_dir: self.compiled_cache_dir.clone(),
+            fetch_retry_interval: self.fetch_retry_interval,
+            ..ServerConfig::default()
+        }
+    }
+}
+
+/// Parses `500ms`, `2s`, `1m` or a bare number of seconds (`2`, `0.5`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let number: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?}: expected e.g. 2s, 500ms, 1m"))?;
+    let seconds = match unit {
+        "ms" => number / 1000.0,
+        "s" => number,
+        "m" => number * 60.0,
+        _ => {
+            return Err(format!(
+                "invalid duration unit {unit:?} in {text:?}: use ms, s or m"
+            ));
+        }
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("invalid duration {text:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
+        assert!(parse_duration("2h").is_err());
+        assert!(parse_duration("-1").is_err());
+        assert!(parse_duration("x").is_err());
+    }
+
+    #[test]
+    fn defaults_and_tls() {
+        let args = PolicyServerArgs::try_parse_from(["policy-server"]).unwrap();
+        let config = args.to_server_config();
+        assert_eq!(config.port, 3000);
+        assert_eq!(config.readiness_port, 8081);
+        assert_eq!(config.policy_timeout, Duration::from_secs(2));
+        assert_eq!(config.max_body_bytes, 3 * 1024 * 1024);
+        assert!(config.tls.is_none());
+
+        let args = PolicyServerArgs::try_parse_from([
+            "policy-server",
+            "--cert-file=c.pem",
+            "--key-file=k.pem",
+            "--client-ca-file=a.pem,b.pem",
+        ])
+        .unwrap();
+        let tls = args.to_server_config().tls.unwrap();
+        assert_eq!(
+            tls.client_cas,
+            vec![PathBuf::from("a.pem"), PathBuf::from("b.pem")]
+        );
+        assert!(PolicyServerArgs::try_parse_from(["policy-server", "--cert-file=c.pem"]).is_err());
+    }
+}

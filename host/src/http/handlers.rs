@@ -1,0 +1,318 @@
+//! Route handlers. Every failure is answered as JSON; nothing here panics.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{Path, State};
+use axum::http::{Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::api_error::{ApiError, json_response};
+use crate::admission::{ADMISSION_API_VERSION, ADMISSION_KIND, AdmissionReviewResponse};
+use crate::evaluation::{AppState, Endpoint, evaluate};
+use crate::policy_set::PolicyState;
+
+type Body = Result<Bytes, BytesRejection>;
+type PolicyId = Result<Path<String>, PathRejection>;
+
+/// `POST /validate/{id}`.
+pub(crate) async fn validate(
+    State(state): State<Arc<AppState>>,
+    id: PolicyId,
+    body: Body,
+) -> Response {
+    review(&state, id, body, Endpoint::Validate).await
+}
+
+/// `POST /audit/{id}`.
+pub(crate) async fn audit(
+    State(state): State<Arc<AppState>>,
+    id: PolicyId,
+    body: Body,
+) -> Response {
+    review(&state, id, body, Endpoint::Audit).await
+}
+
+/// `POST /validate_raw/{id}`.
+pub(crate) async fn validate_raw(
+    State(state): State<Arc<AppState>>,
+    id: PolicyId,
+    body: Body,
+) -> Response {
+    let result = async {
+        let id = policy_id(id)?;
+        let mut document = json_object(body?)?;
+        let request = document
+            .remove("request")
+            .ok_or_else(|| ApiError::bad_request("the body has no \"request\" member"))?;
+        evaluate(&state, &id, Endpoint::ValidateRaw, request).await
+    }
+    .await;
+    match result {
+        Ok(response) => json_response(StatusCode::OK, &serde_json::json!({ "response": response })),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn review(state: &AppState, id: PolicyId, body: Body, endpoint: Endpoint) -> Response {
+    let result = async {
+        let id = policy_id(id)?;
+        let request = admission_request(json_object(body?)?)?;
+        evaluate(state, &id, endpoint, request).await
+    }
+    .await;
+    match result {
+        Ok(response) => json_response(StatusCode::OK, &AdmissionReviewResponse::new(response)),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn policy_id(id: PolicyId) -> Result<String, ApiError> {
+    let Path(id) = id.map_err(|e| ApiError::bad_request(format!("invalid policy id: {e}")))?;
+    tracing::Span::current().record("policy_id", id.as_str());
+    Ok(id)
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(rejection: BytesRejection) -> Self {
+        let status = rejection.status();
+        let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "request body is too large".to_string()
+        } else {
+            format!("cannot read the request body: {}", rejection.body_text())
+        };
+        ApiError::new(status, message)
+    }
+}
+
+fn json_object(body: Bytes) -> Result<Map<String, Value>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request("request body is empty"));
+    }
+    match serde_json::from_slice(&body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ApiError::bad_request("request body must be a JSON object")),
+        Err(e) => Err(ApiError::bad_request(format!("malformed JSON: {e}"))),
+    }
+}
+
+/// Checks the AdmissionReview envelope and returns its `request`.
+fn admission_request(mut review: Map<String, Value>) -> Result<Value, ApiError> {
+    let api_version = review.get("apiVersion").and_then(Value::as_str);
+    if api_version != Some(ADMISSION_API_VERSION) {
+        return Err(ApiError::bad_request(format!(
+            "unsupported apiVersion {}: expected {ADMISSION_API_VERSION}",
+            api_version.map_or("(missing)".to_string(), |v| format!("{v:?}"))
+        )));
+    }
+    let kind = review.get("kind").and_then(Value::as_str);
+    if kind != Some(ADMISSION_KIND) {
+        return Err(ApiError::bad_request(format!(
+            "unsupported kind {}: expected {ADMISSION_KIND}",
+            kind.map_or("(missing)".to_string(), |v| format!("{v:?}"))
+        )));
+    }
+    let request = review
+        .remove("request")
+        .filter(|r| !r.is_null())
+        .ok_or_else(|| ApiError::bad_request("the AdmissionReview has no request"))?;
+    if !request.is_object() {
+        return Err(ApiError::bad_request("request must be an object"));
+    }
+    if request
+        .get("uid")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        return Err(ApiError::bad_request("request.uid is missing"));
+    }
+    Ok(request)
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Readiness<'a> {
+    ready: bool,
+    config_digest: &'a str,
+    generation: u64,
+    policies: BTreeMap<&'a str, PolicyReport<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all_fields = "camelCase", tag = "state")]
+enum PolicyReport<'a> {
+    #[serde(rename = "loaded")]
+    Loaded {
+        module: &'a str,
+        module_digest: &'a str,
+        mode: &'static str,
+    },
+    #[serde(rename = "error")]
+    Error {
+        reason: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        module: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        module_digest: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        mode: Option<&'static str>,
+    },
+}
+
+/// `GET /readiness`: 200 once the initial load is done, with every policy's state.
+pub(crate) async fn readiness(State(state): State<Arc<AppState>>) -> Response {
+    let ready = state.ready.load(Ordering::Acquire);
+    let set = state.policies.load_full();
+    let policies = set
+        .policies
+        .iter()
+        .map(|(id, policy)| {
+            let report = match policy {
+                PolicyState::Loaded(p) => PolicyReport::Loaded {
+                    module: &p.config.module,
+                    module_digest: &p.module_digest,
+                    mode: p.config.policy_mode.as_str(),
+                },
+                PolicyState::Failed(f) => PolicyReport::Error {
+                    reason: &f.reason,
+                    module: f.module.as_deref(),
+                    module_digest: f.module_digest.as_deref(),
+                    mode: f.mode.map(|m| m.as_str()),
+                },
+            };
+            (id.as_str(), report)
+        })
+        .collect();
+    let body = Readiness {
+        ready,
+        config_digest: &set.config_digest,
+        generation: set.generation,
+        policies,
+    };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json_response(status, &body)
+}
+
+/// `GET /livez`.
+pub(crate) async fn livez() -> Response {
+    json_response(StatusCode::OK, &serde_json::json!({ "status": "ok" }))
+}
+
+/// `GET /metrics`: Prometheus/OpenMetrics text.
+pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    match state.metrics.encode() {
+        Ok(text) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode metrics: {e}"),
+        )
+        .into_response(),
+    }
+}
+
+/// Unknown path.
+pub(crate) async fn not_found(uri: Uri) -> Response {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no route for {}", uri.path()),
+    )
+    .into_response()
+}
+
+/// Known path, wrong method.
+pub(crate) async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("method {method} is not allowed on {}", uri.path()),
+    )
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn map(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn envelope_checks() {
+        let good = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"uid": "u"}});
+        assert_eq!(admission_request(map(good)).unwrap(), json!({"uid": "u"}));
+        let cases = [
+            (
+                json!({"apiVersion": "admission.k8s.io/v1beta1", "kind": "AdmissionReview", "request": {"uid": "u"}}),
+                "apiVersion",
+            ),
+            (
+                json!({"apiVersion": "admission.k8s.io/v1", "kind": "Pod", "request": {"uid": "u"}}),
+                "kind",
+            ),
+            (
+                json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}),
+                "no request",
+            ),
+            (
+                json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": 1}),
+                "object",
+            ),
+            (
+                json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {}}),
+                "uid",
+            ),
+        ];
+        for (doc, needle) in cases {
+            let err = admission_request(map(doc)).unwrap_err();
+            assert_eq!(err.status, StatusCode::BAD_REQUEST);
+            assert!(
+                err.message.contains(needle),
+                "{} should mention {needle}",
+                err.message
+            );
+        }
+    }
+
+    #[test]
+    fn body_checks() {
+        assert!(
+            json_object(Bytes::from_static(b"  "))
+                .unwrap_err()
+                .message
+                .contains("empty")
+        );
+        assert!(
+            json_object(Bytes::from_static(b"{nope"))
+                .unwrap_err()
+                .message
+                .contains("malformed JSON")
+        );
+        assert!(
+            json_object(Bytes::from_static(b"[1]"))
+                .unwrap_err()
+                .message
+                .contains("object")
+        );
+    }
+}

@@ -1,0 +1,86 @@
+//! The axum routers and their tower layers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tower::ServiceBuilder;
+use tower::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use super::api_error::ApiError;
+use super::handlers;
+use crate::evaluation::AppState;
+
+/// The webhook router: admission endpoints plus health and metrics.
+pub(crate) fn webhook_router(
+    state: Arc<AppState>,
+    max_body_bytes: usize,
+    request_timeout: Duration,
+) -> Router {
+    Router::new()
+        .route("/validate/{id}", post(handlers::validate))
+        .route("/audit/{id}", post(handlers::audit))
+        .route("/validate_raw/{id}", post(handlers::validate_raw))
+        .merge(health_routes())
+        .fallback(handlers::not_found)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
+        .layer(
+            ServiceBuilder::new()
+                .layer(TraceLayer::new_for_http().make_span_with(make_span))
+                .layer(HandleErrorLayer::new(
+                    move |error: tower::BoxError| async move {
+                        timeout_response(error, request_timeout)
+                    },
+                ))
+                .layer(TimeoutLayer::new(request_timeout))
+                .layer(DefaultBodyLimit::max(max_body_bytes)),
+        )
+        .with_state(state)
+}
+
+/// The plain-HTTP probe router of the readiness port.
+pub(crate) fn probe_router(state: Arc<AppState>) -> Router {
+    health_routes()
+        .fallback(handlers::not_found)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
+        .with_state(state)
+}
+
+fn health_routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/readiness", get(handlers::readiness))
+        .route("/livez", get(handlers::livez))
+        .route("/metrics", get(handlers::metrics))
+}
+
+fn make_span<B>(request: &Request<B>) -> tracing::Span {
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        policy_id = tracing::field::Empty,
+        uid = tracing::field::Empty,
+    )
+}
+
+fn timeout_response(error: tower::BoxError, limit: Duration) -> Response {
+    if error.is::<tower::timeout::error::Elapsed>() {
+        ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("the request did not complete within {limit:?}"),
+        )
+        .into_response()
+    } else {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("internal error: {error}"),
+        )
+        .into_response()
+    }
+}

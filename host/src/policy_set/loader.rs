@@ -1,0 +1,248 @@
+//! Building a [`PolicySet`] from a parsed policies file.
+//!
+//! Every policy is loaded independently: a module that cannot be fetched or
+//! compiled, or settings the policy rejects, fail that policy only. On reload
+//! the previous set is consulted so that a policy whose entry and module bytes
+//! are unchanged is kept as is, and compiled modules are reused by digest.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use portcullis_adapters::{LoadedModule, PolicyEngine, Settings};
+use portcullis_config::{LenientPolicies, PolicyConfig, PolicyEntry};
+use tracing::{info, warn};
+
+use super::{FailedPolicy, LoadedPolicy, PolicySet, PolicyState};
+use crate::capabilities::GrantedCapabilities;
+use crate::module_source::{ModuleBytes, ModuleSource};
+
+/// Loads policy sets: fetch → compile (or reuse) → validate settings.
+#[derive(Clone)]
+pub struct PolicyLoader {
+    engine: PolicyEngine,
+    source: ModuleSource,
+    default_timeout: Duration,
+}
+
+impl PolicyLoader {
+    /// A loader using `engine` to compile, `source` to fetch modules, and
+    /// `default_timeout` for policies without `timeoutEvalSeconds`.
+    pub fn new(engine: PolicyEngine, source: ModuleSource, default_timeout: Duration) -> Self {
+        Self {
+            engine,
+            source,
+            default_timeout,
+        }
+    }
+
+    /// Loads every entry of `parsed`. Never fails as a whole: broken policies
+    /// become [`PolicyState::Failed`]. `previous` is the set being replaced,
+    /// whose unchanged policies and compiled modules are reused.
+    pub async fn load(
+        &self,
+        parsed: LenientPolicies,
+        previous: Option<&PolicySet>,
+        generation: u64,
+    ) -> PolicySet {
+        let mut states = BTreeMap::new();
+        let mut policies = Vec::new();
+        for (id, entry) in parsed.entries {
+            match entry {
+                Err(reason) => {
+                    let failed = failed(&id, format!("invalid policy entry: {reason}"), None);
+                    states.insert(id, failed);
+                }
+                Ok(PolicyEntry::Group(group)) => {
+                    let failed = FailedPolicy {
+                        id: id.clone(),
+                        reason: "policy groups are not supported yet".to_string(),
+                        mode: Some(group.policy_mode),
+                        module: None,
+                        module_digest: None,
+                        retryable: false,
+                    };
+                    states.insert(id, PolicyState::Failed(Arc::new(failed)));
+                }
+                Ok(PolicyEntry::Policy(config)) => policies.push((id, config)),
+            }
+        }
+
+        let fetched = self.fetch_modules(&policies).await;
+        let modules = self.compile_modules(&fetched, previous).await;
+
+        let mut validations = Vec::new();
+        for (id, config) in policies {
+            let module_bytes = match &fetched[config.module.as_str()] {
+                Ok(module_bytes) => module_bytes,
+                Err(reason) => {
+                    let reason = format!("cannot fetch module {}: {reason}", config.module);
+                    let mut state = failed_policy(&id, reason, Some(&config));
+                    // Registries and web servers come back; bad settings do not.
+                    state.retryable = true;
+                    states.insert(id, PolicyState::Failed(Arc::new(state)));
+                    continue;
+                }
+            };
+            let digest = module_bytes.digest.clone();
+            if let Some(unchanged) =
+                previous.and_then(|p| unchanged_policy(p, &id, &config, &digest))
+            {
+                states.insert(id, PolicyState::Loaded(unchanged));
+                continue;
+            }
+            let module = match &modules[&digest] {
+                Ok(module) => module.clone(),
+                Err(reason) => {
+                    let reason = format!("cannot load module {}: {reason}", config.module);
+                    let mut state = failed_policy(&id, reason, Some(&config));
+                    state.module_digest = Some(digest);
+                    states.insert(id, PolicyState::Failed(Arc::new(state)));
+                    continue;
+                }
+            };
+            let policy = LoadedPolicy {
+                id: id.clone(),
+                timeout: config
+                    .timeout_eval_seconds
+                    .map(Duration::from_secs)
+                    .unwrap_or(self.default_timeout),
+                capabilities: Arc::new(GrantedCapabilities::new(config.host_capabilities.clone())),
+                settings: Settings::new(config.settings.clone()),
+                config,
+                module,
+                module_digest: digest,
+            };
+            validations.push(validate_settings(policy));
+        }
+        for (id, state) in join_all(validations).await {
+            states.insert(id, state);
+        }
+
+        for state in states.values() {
+            match state {
+                PolicyState::Loaded(p) => {
+                    info!(policy_id = %p.id, module = %p.config.module, digest = %p.module_digest, mode = %p.config.policy_mode, "policy loaded")
+                }
+                PolicyState::Failed(f) => {
+                    warn!(policy_id = %f.id, reason = %f.reason, "policy failed to load")
+                }
+            }
+        }
+        PolicySet {
+            policies: states,
+            config_digest: parsed.digest,
+            generation,
+        }
+    }
+
+    async fn fetch_modules(
+        &self,
+        policies: &[(String, PolicyConfig)],
+    ) -> HashMap<String, Result<ModuleBytes, String>> {
+        let uris: BTreeSet<&str> = policies.iter().map(|(_, c)| c.module.as_str()).collect();
+        join_all(
+            uris.into_iter()
+                .map(|uri| async move { (uri.to_string(), self.source.fetch(uri).await) }),
+        )
+        .await
+        .into_iter()
+        .collect()
+    }
+
+    /// Compiles each distinct module once, reusing the previous set's modules.
+    async fn compile_modules(
+        &self,
+        fetched: &HashMap<String, Result<ModuleBytes, String>>,
+        previous: Option<&PolicySet>,
+    ) -> HashMap<String, Result<LoadedModule, String>> {
+        let mut modules: HashMap<String, Result<LoadedModule, String>> = HashMap::new();
+        if let Some(previous) = previous {
+            for state in previous.policies.values() {
+                if let PolicyState::Loaded(p) = state {
+                    modules.insert(p.module_digest.clone(), Ok(p.module.clone()));
+                }
+            }
+        }
+        let mut to_compile: HashMap<&str, Arc<[u8]>> = HashMap::new();
+        for module in fetched.values().flatten() {
+            if !modules.contains_key(&module.digest) {
+                to_compile.insert(&module.digest, Arc::clone(&module.bytes));
+            }
+        }
+        let compiled = join_all(to_compile.into_iter().map(|(digest, bytes)| {
+            let engine = self.engine.clone();
+            async move {
+                let result = tokio::task::spawn_blocking(move || engine.load(&bytes))
+                    .await
+                    .map_err(|e| format!("compilation task failed: {e}"))
+                    .and_then(|r| r.map_err(|e| e.to_string()));
+                (digest.to_string(), result)
+            }
+        }))
+        .await;
+        modules.extend(compiled);
+        modules
+    }
+}
+
+/// The previous set's policy when neither its entry nor its module changed.
+fn unchanged_policy(
+    previous: &PolicySet,
+    id: &str,
+    config: &PolicyConfig,
+    digest: &str,
+) -> Option<Arc<LoadedPolicy>> {
+    match previous.get(id)? {
+        PolicyState::Loaded(p) if p.config == *config && p.module_digest == digest => {
+            Some(Arc::clone(p))
+        }
+        _ => None,
+    }
+}
+
+async fn validate_settings(policy: LoadedPolicy) -> (String, PolicyState) {
+    let id = policy.id.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let verdict = policy
+            .module
+            .validate_settings(&policy.eval_context(), &policy.settings);
+        (policy, verdict)
+    })
+    .await;
+    let state = match result {
+        Ok((policy, Ok(verdict))) if verdict.valid => PolicyState::Loaded(Arc::new(policy)),
+        Ok((policy, Ok(verdict))) => {
+            let reason = format!(
+                "settings are invalid: {}",
+                verdict.message.as_deref().unwrap_or("(no message)")
+            );
+            failed_loaded(&policy, reason)
+        }
+        Ok((policy, Err(e))) => failed_loaded(&policy, format!("settings validation failed: {e}")),
+        Err(e) => failed(&id, format!("settings validation task failed: {e}"), None),
+    };
+    (id, state)
+}
+
+fn failed_loaded(policy: &LoadedPolicy, reason: String) -> PolicyState {
+    let mut state = failed_policy(&policy.id, reason, Some(&policy.config));
+    state.module_digest = Some(policy.module_digest.clone());
+    PolicyState::Failed(Arc::new(state))
+}
+
+fn failed(id: &str, reason: String, config: Option<&PolicyConfig>) -> PolicyState {
+    PolicyState::Failed(Arc::new(failed_policy(id, reason, config)))
+}
+
+fn failed_policy(id: &str, reason: String, config: Option<&PolicyConfig>) -> FailedPolicy {
+    FailedPolicy {
+        id: id.to_string(),
+        reason,
+        mode: config.map(|c| c.policy_mode),
+        module: config.map(|c| c.module.clone()),
+        module_digest: None,
+        retryable: false,
+    }
+}

@@ -1,0 +1,94 @@
+//! Settings of a policy-server instance (what the CLI flags resolve to).
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::tls::TlsFiles;
+
+/// Everything [`crate::start`] needs to run a policy-server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The policies file (YAML or JSON).
+    pub policies_path: PathBuf,
+    /// Address of both listeners.
+    pub addr: IpAddr,
+    /// Port of the webhook listener; 0 picks a free one.
+    pub port: u16,
+    /// Port of the plain-HTTP readiness/liveness/metrics listener; 0 picks a free one.
+    pub readiness_port: u16,
+    /// Certificate, key and client CAs; `None` serves plain HTTP.
+    pub tls: Option<TlsFiles>,
+    /// Where fetched modules are stored.
+    pub policies_download_dir: PathBuf,
+    /// `sources.yml`: insecure registries and custom CAs.
+    pub sources_path: Option<PathBuf>,
+    /// Docker `config.json` with registry credentials.
+    pub docker_config_json_path: Option<PathBuf>,
+    /// Maximum concurrent evaluations.
+    pub workers: usize,
+    /// Evaluation deadline of policies without `timeoutEvalSeconds`.
+    pub policy_timeout: Duration,
+    /// How long a request waits for a free worker before a 503.
+    pub queue_timeout: Duration,
+    /// Deadline of a whole HTTP request (queueing, evaluation, response).
+    pub request_timeout: Duration,
+    /// How long open connections may take to finish on shutdown.
+    pub shutdown_timeout: Duration,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Requests from this namespace are always allowed without evaluation.
+    pub always_accept_namespace: Option<String>,
+    /// Refuse to start (or to apply a reload) when any policy fails to load.
+    pub fail_fast: bool,
+    /// Compiled-module cache; `None` means `<download dir>/compiled-cache`.
+    pub compiled_cache_dir: Option<PathBuf>,
+    /// Quiet time awaited after a file event before reloading.
+    pub reload_debounce: Duration,
+    /// Longest time between two checks of the watched files.
+    pub reload_poll_interval: Duration,
+    /// How often policies whose module could not be fetched are retried
+    /// (checked at each file check, so at least `reload_poll_interval`).
+    pub fetch_retry_interval: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            policies_path: PathBuf::from("policies.yml"),
+            addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port: 3000,
+            readiness_port: 8081,
+            tls: None,
+            policies_download_dir: PathBuf::from("."),
+            sources_path: None,
+            docker_config_json_path: None,
+            workers: default_workers(),
+            policy_timeout: Duration::from_secs(2),
+            queue_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(20),
+            max_body_bytes: 3 * 1024 * 1024,
+            always_accept_namespace: None,
+            fail_fast: false,
+            compiled_cache_dir: None,
+            reload_debounce: Duration::from_millis(200),
+            reload_poll_interval: Duration::from_secs(10),
+            fetch_retry_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The compiled-module cache directory in effect.
+    pub fn effective_compiled_cache_dir(&self) -> PathBuf {
+        self.compiled_cache_dir
+            .clone()
+            .unwrap_or_else(|| self.policies_download_dir.join("compiled-cache"))
+    }
+}
+
+/// The number of CPUs available to the process (at least 1).
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
