@@ -1,0 +1,84 @@
+//! `portcullis run`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::bail;
+use clap::Args;
+use portcullis_adapters::{EvalContext, PolicyRequest};
+use portcullis_host::admission::build_admission_response;
+use serde_json::Value;
+
+use super::inputs;
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// The request: an AdmissionReview or a bare AdmissionRequest (any JSON with --raw).
+    #[arg(long, short)]
+    request: PathBuf,
+    /// Policy settings: inline JSON/YAML, or @FILE.
+    #[arg(long, short)]
+    settings: Option<String>,
+    /// Evaluate a raw JSON document instead of an admission request (waPC policies).
+    #[arg(long)]
+    raw: bool,
+    /// Evaluation deadline.
+    #[arg(long, default_value = "2s", value_parser = humantime_secs)]
+    timeout: Duration,
+    /// The module: a path or a `file://`, `http(s)://` or `registry://` URI.
+    module: String,
+    #[command(flatten)]
+    sources: inputs::SourceArgs,
+}
+
+/// Accept `2s`, `500ms` or a bare number of seconds.
+pub fn humantime_secs(s: &str) -> Result<Duration, String> {
+    let parsed = if let Some(ms) = s.strip_suffix("ms") {
+        ms.parse::<u64>().map(Duration::from_millis)
+    } else {
+        s.trim_end_matches('s')
+            .parse::<u64>()
+            .map(Duration::from_secs)
+    };
+    parsed.map_err(|_| format!("{s:?} is not a duration such as 2s or 500ms"))
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let module = inputs::fetch_module(&args.module, &args.sources).await?;
+    let settings = inputs::settings(args.settings.as_deref())?;
+    let request = inputs::request(&args.request, args.raw)?;
+    let engine = inputs::engine()?;
+    let loaded = engine.load(&module.bytes)?;
+    let ctx = EvalContext::new(policy_name(&args.module), args.timeout);
+
+    let response = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let verdict = loaded.validate_settings(&ctx, &settings)?;
+        if !verdict.valid {
+            bail!(
+                "the policy rejected its settings: {}",
+                verdict.message.unwrap_or_default()
+            );
+        }
+        let uid = request
+            .json()
+            .get("uid")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let original = match &request {
+            PolicyRequest::Admission(r) => r.get("object").filter(|o| !o.is_null()).cloned(),
+            PolicyRequest::Raw(r) => Some(r.clone()),
+        };
+        let verdict = loaded.validate(&ctx, &request, &settings)?;
+        Ok(build_admission_response(&uid, original.as_ref(), verdict))
+    })
+    .await??;
+    println!("{}", serde_json::to_string_pretty(&response)?);
+    Ok(())
+}
+
+/// A readable id for logs: the file name without its extension.
+pub fn policy_name(module: &str) -> String {
+    let last = module.rsplit('/').next().unwrap_or(module);
+    last.trim_end_matches(".wasm").to_string()
+}
