@@ -1,0 +1,5 @@
+//! End-to-end test support.
+
+pub mod control_plane;
+pub mod e2e;
+pub mod policy_server;

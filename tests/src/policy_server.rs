@@ -1,0 +1,502 @@
+//! A `policy-server` (crate `portcullis-host`) child process for end-to-end tests:
+//! HTTPS with a freshly generated CA, the sample policies from `target/policies/`,
+//! its log captured to a file, killed on drop.
+//!
+//! The binary is not built by `cargo test -p portcullis-tests` (cargo only builds
+//! the binaries of the crate under test); it is looked up next to the test
+//! executable (`target/<profile>/policy-server`, so `CARGO_TARGET_DIR` is
+//! honoured) or taken from `$PORTCULLIS_POLICY_SERVER_BIN`. Build it with
+//! `cargo build -p portcullis-host --bins`.
+//!
+//! Each server listens on `127.0.0.1` with port 0 for both listeners; the ports
+//! actually bound are read from its "policy-server ready" log line, so parallel
+//! tests never race for a port.
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+use crate::control_plane::target_dir;
+
+/// Environment variable naming the policy-server binary (overrides the lookup
+/// next to the test executable).
+pub const BIN_ENV: &str = "PORTCULLIS_POLICY_SERVER_BIN";
+/// Environment variable naming the directory of the compiled sample policies
+/// (default `<repo>/target/policies`, where `scripts/build-policies.sh` puts them).
+pub const POLICIES_DIR_ENV: &str = "PORTCULLIS_TEST_POLICIES_DIR";
+
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Path of the `policy-server` binary: `$PORTCULLIS_POLICY_SERVER_BIN`, else
+/// `policy-server` in the profile directory of the running test executable
+/// (`target/<profile>/deps/<test>-<hash>` → `target/<profile>/policy-server`).
+pub fn binary_path() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os(BIN_ENV).filter(|p| !p.is_empty()) {
+        let path = PathBuf::from(p);
+        if !path.is_file() {
+            bail!(
+                "{BIN_ENV} points at {}, which does not exist",
+                path.display()
+            );
+        }
+        return Ok(path);
+    }
+    let exe = std::env::current_exe().context("cannot locate the test executable")?;
+    let mut candidates = Vec::new();
+    // target/<profile>/deps/<test> → target/<profile>; a test run from elsewhere
+    // (e.g. copied) is also tried one level up.
+    for dir in exe.ancestors().skip(1).take(2) {
+        candidates.push(dir.join("policy-server"));
+    }
+    if let Some(found) = candidates.iter().find(|p| p.is_file()) {
+        return Ok(found.clone());
+    }
+    bail!(
+        "policy-server binary not found (looked at {}): run `cargo build -p portcullis-host --bins` \
+         first (with the same profile and CARGO_TARGET_DIR as the tests), or set {BIN_ENV}",
+        candidates
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+/// Directory of the compiled sample policies.
+pub fn policies_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os(POLICIES_DIR_ENV).filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("target/policies")
+}
+
+/// `file://` URI of the sample policy `name` (e.g. `pod-privileged-wapc`).
+pub fn module_uri(name: &str) -> Result<String> {
+    let path = policies_dir().join(format!("{name}.wasm"));
+    if !path.is_file() {
+        bail!(
+            "{} is missing: run `scripts/build-policies.sh` first",
+            path.display()
+        );
+    }
+    let path = path
+        .canonicalize()
+        .with_context(|| format!("canonicalize {}", path.display()))?;
+    Ok(format!("file://{}", path.display()))
+}
+
+/// One entry of the policies file (Kubewarden `policies.yml` format, written as JSON).
+#[derive(Debug, Clone)]
+pub struct Policy {
+    id: String,
+    module: String,
+    settings: Value,
+    monitor: bool,
+    allowed_to_mutate: bool,
+}
+
+impl Policy {
+    /// Policy `id` running the sample module `module` (a name in `target/policies/`
+    /// without `.wasm`), in protect mode, empty settings, not allowed to mutate.
+    pub fn new(id: &str, module: &str) -> Policy {
+        Policy {
+            id: id.to_string(),
+            module: module.to_string(),
+            settings: json!({}),
+            monitor: false,
+            allowed_to_mutate: false,
+        }
+    }
+
+    /// Sets the policy's settings.
+    pub fn settings(mut self, settings: Value) -> Policy {
+        self.settings = settings;
+        self
+    }
+
+    /// `policyMode: monitor`: never rejects, logs the would-be verdict.
+    pub fn monitor(mut self) -> Policy {
+        self.monitor = true;
+        self
+    }
+
+    /// `allowedToMutate: true`.
+    pub fn allowed_to_mutate(mut self) -> Policy {
+        self.allowed_to_mutate = true;
+        self
+    }
+
+    /// The policy id (`/validate/<id>`).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn to_json(&self) -> Result<Value> {
+        Ok(json!({
+            "module": module_uri(&self.module)?,
+            "settings": self.settings,
+            "policyMode": if self.monitor { "monitor" } else { "protect" },
+            "allowedToMutate": self.allowed_to_mutate,
+        }))
+    }
+}
+
+/// A test CA and a serving certificate signed by it (PEM).
+#[derive(Debug, Clone)]
+pub struct Pki {
+    /// The CA certificate: the webhooks' `caBundle`.
+    pub ca_pem: String,
+    /// The serving certificate.
+    pub cert_pem: String,
+    /// The serving certificate's private key.
+    pub key_pem: String,
+}
+
+impl Pki {
+    /// A new CA and a serving certificate with `127.0.0.1`, `localhost` and `extra_sans`
+    /// (e.g. `policy-server.NAMESPACE.svc` for `clientConfig.service`).
+    pub fn generate(extra_sans: &[String]) -> Result<Pki> {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+            KeyUsagePurpose,
+        };
+        let ca_key = KeyPair::generate().context("generate the CA key")?;
+        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "portcullis e2e test CA");
+        let ca = ca_params.self_signed(&ca_key).context("self-sign the CA")?;
+
+        let mut sans = vec!["127.0.0.1".to_string(), "localhost".to_string()];
+        sans.extend(extra_sans.iter().cloned());
+        let key = KeyPair::generate().context("generate the serving key")?;
+        let mut params = CertificateParams::new(sans).context("serving certificate SANs")?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "policy-server");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = params
+            .signed_by(&key, &ca, &ca_key)
+            .context("sign the serving certificate")?;
+        Ok(Pki {
+            ca_pem: ca.pem(),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+}
+
+/// A running `policy-server` child process. Killed (SIGKILL) on drop; its
+/// directory (policies file, certificates, log) is removed unless the thread
+/// is panicking, in which case the path is printed so the log can be read.
+#[derive(Debug)]
+pub struct PolicyServer {
+    child: Option<Child>,
+    dir: PathBuf,
+    log_path: PathBuf,
+    addr: SocketAddr,
+    readiness_addr: SocketAddr,
+    pki: Pki,
+}
+
+impl PolicyServer {
+    /// Starts a server with `policies` over HTTPS, its certificate also valid
+    /// for `extra_sans`, and waits until `/readiness` answers 200 with every
+    /// policy loaded.
+    pub fn start(policies: &[Policy], extra_sans: &[String]) -> Result<PolicyServer> {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let bin = binary_path()?;
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let parent = target_dir().join("e2e");
+        if n == 0 {
+            remove_stale_dirs(&parent);
+        }
+        let dir = parent.join(format!("policy-server-{}-{n}", std::process::id()));
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("remove {}", dir.display()))?;
+        }
+        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+
+        let mut file = serde_json::Map::new();
+        for policy in policies {
+            file.insert(policy.id.clone(), policy.to_json()?);
+        }
+        let policies_path = dir.join("policies.json");
+        std::fs::write(&policies_path, serde_json::to_vec_pretty(&file)?)?;
+
+        let pki = Pki::generate(extra_sans)?;
+        let cert = dir.join("tls.crt");
+        let key = dir.join("tls.key");
+        std::fs::write(&cert, &pki.cert_pem)?;
+        std::fs::write(&key, &pki.key_pem)?;
+
+        let log_path = dir.join("policy-server.log");
+        let log = File::create(&log_path)?;
+        let mut cmd = Command::new(&bin);
+        cmd.arg("--policies")
+            .arg(&policies_path)
+            .args([
+                "--addr",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--readiness-probe-port",
+                "0",
+            ])
+            .arg("--cert-file")
+            .arg(&cert)
+            .arg("--key-file")
+            .arg(&key)
+            .args(["--log-fmt", "json", "--log-level", "info"])
+            .arg("--policies-download-dir")
+            .arg(dir.join("store"))
+            // Shared with the host tests: each module is compiled once per checkout.
+            .arg("--compiled-cache-dir")
+            .arg(target_dir().join("test-compiled-cache"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        die_with_spawning_thread(&mut cmd);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("spawn {}", bin.display()))?;
+        let mut server = PolicyServer {
+            child: Some(child),
+            dir,
+            log_path,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            readiness_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            pki,
+        };
+        // On error `server` is dropped here, which kills the child.
+        server.wait_ready(policies.len())?;
+        Ok(server)
+    }
+
+    fn wait_ready(&mut self, expected: usize) -> Result<()> {
+        let started = Instant::now();
+        loop {
+            if let Some(fields) = self
+                .log_events()
+                .into_iter()
+                .filter_map(|e| e.get("fields").cloned())
+                .find(|f| f["message"] == "policy-server ready")
+            {
+                let parse = |key: &str| -> Result<SocketAddr> {
+                    fields[key]
+                        .as_str()
+                        .and_then(|a| a.parse().ok())
+                        .with_context(|| format!("no {key} in the ready line: {fields}"))
+                };
+                self.addr = parse("addr")?;
+                self.readiness_addr = parse("readiness_addr")?;
+                if fields["loaded"] != json!(expected) || fields["failed"] != json!(0) {
+                    bail!(
+                        "policy-server loaded {} of {expected} policies ({} failed):\n{}",
+                        fields["loaded"],
+                        fields["failed"],
+                        self.log()
+                    );
+                }
+                break;
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                bail!(
+                    "policy-server exited during start-up ({status}):\n{}",
+                    self.log()
+                );
+            }
+            if started.elapsed() > START_TIMEOUT {
+                bail!(
+                    "policy-server not ready after {START_TIMEOUT:?}:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // The ready line is logged once the listeners serve; confirm with the probe.
+        let (status, body) = http_get(self.readiness_addr, "/readiness")?;
+        if status != 200 {
+            bail!("GET /readiness answered {status}: {body}");
+        }
+        Ok(())
+    }
+
+    /// Address of the HTTPS webhook listener (`127.0.0.1:PORT`).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Address of the plain-HTTP probe listener.
+    pub fn readiness_addr(&self) -> SocketAddr {
+        self.readiness_addr
+    }
+
+    /// `https://127.0.0.1:PORT/validate/<policy_id>`, for `clientConfig.url`.
+    pub fn validate_url(&self, policy_id: &str) -> String {
+        format!("https://{}/validate/{policy_id}", self.addr)
+    }
+
+    /// The CA that signed the serving certificate (PEM), for `caBundle`.
+    pub fn ca_pem(&self) -> &str {
+        &self.pki.ca_pem
+    }
+
+    /// Path of the captured stdout + stderr (JSON lines).
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// The captured log so far.
+    pub fn log(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut f) = File::open(&self.log_path) {
+            let _ = f.read_to_string(&mut text);
+        }
+        text
+    }
+
+    /// The log lines that are JSON objects.
+    pub fn log_events(&self) -> Vec<Value> {
+        self.log()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(Value::is_object)
+            .collect()
+    }
+
+    /// The last `n` lines of the captured log.
+    pub fn log_tail(&self, n: usize) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// `fields` of the "monitor mode: would-be verdict" log events of `policy_id`
+    /// (`policy_id`, `uid`, `allowed`, `mutated`, `message`).
+    ///
+    /// The lines are selected by their text: the JSON formatter writes the event
+    /// message and the event's own `message` field (the policy's would-be
+    /// rejection message) as two `"message"` keys of `fields`, and a JSON parser
+    /// keeps the last one, so `fields.message` is the policy's message.
+    pub fn monitor_verdicts(&self, policy_id: &str) -> Vec<Value> {
+        self.log()
+            .lines()
+            .filter(|l| l.contains("monitor mode: would-be verdict"))
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter_map(|e| e.get("fields").cloned())
+            .filter(|f| f["policy_id"] == policy_id)
+            .collect()
+    }
+
+    /// Whether the child process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Kills the server (SIGKILL) and waits for it: its port refuses connections
+    /// afterwards. Idempotent.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PolicyServer {
+    fn drop(&mut self) {
+        self.stop();
+        if std::thread::panicking() {
+            eprintln!(
+                "policy-server files kept for inspection: {}",
+                self.dir.display()
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Removes `policy-server-<pid>-<n>` dirs of test processes that are gone
+/// (kept after a failure, or left by a killed run).
+fn remove_stale_dirs(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("policy-server-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// Makes the child receive SIGKILL when the thread that spawns it ends, so a
+/// test that is aborted (or a test binary that is killed) leaves no server
+/// behind. Each test runs on its own thread, which outlives its server.
+fn die_with_spawning_thread(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt as _;
+    // SAFETY: the closure runs between fork and exec and only calls prctl(2),
+    // which is async-signal-safe; it allocates nothing and takes no lock.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// A minimal HTTP/1.1 GET (the probe listener is plain HTTP): status and body.
+fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .with_context(|| format!("connect to {addr}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut request = String::new();
+    write!(
+        request,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    stream.write_all(request.as_bytes())?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("malformed HTTP response: {response:?}"))?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
