@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Install the toolchain pieces the project builds and tests with. Idempotent:
+# every step checks before it installs, so a second run takes a second.
+#
+# Needs (present on the project's machines): rustup with Rust >= 1.95, Go >= 1.26
+# with the module proxy, python3 with pip, and curl/openssl. Go-built test
+# binaries are built later, on demand, by scripts/go-tools.sh.
+set -euo pipefail
+
+bin="$HOME/.cache/portcullis/bin"
+mkdir -p "$bin"
+
+need() {
+    command -v "$1" >/dev/null 2>&1 || { echo "setup: $1 is required but not installed ($2)" >&2; exit 1; }
+}
+need rustup "https://rustup.rs"
+need cargo "install Rust with rustup"
+need go "Go 1.26 or newer"
+
+installed="$(rustup target list --installed)"
+for target in wasm32-wasip1 wasm32-wasip2; do
+    if ! grep -qx "$target" <<<"$installed"; then
+        echo "setup: rustup target add $target"
+        rustup target add "$target"
+    fi
+done
+for component in rustfmt clippy; do
+    if ! rustup component list --installed | grep -q "^$component"; then
+        rustup component add "$component"
+    fi
+done
+
+# just: from PyPI's prebuilt wheel (seconds), falling back to crates.io (minutes).
+if ! command -v just >/dev/null 2>&1 && [ ! -x "$bin/just" ]; then
+    echo "setup: installing just"
+    if python3 -m pip install --quiet --target "$HOME/.cache/portcullis/pip" rust-just 2>/dev/null \
+        && [ -x "$HOME/.cache/portcullis/pip/bin/just" ]; then
+        ln -sf "$HOME/.cache/portcullis/pip/bin/just" "$bin/just"
+    else
+        cargo install --locked --root "$HOME/.cache/portcullis" just
+    fi
+fi
+
+# The load benchmark drives the server with wrk (Debian); only for `just bench-load`.
+if [ "${PORTCULLIS_SETUP_BENCH:-0}" = 1 ] && ! command -v wrk >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1; then
+        apt-get update -qq && apt-get install -y -qq wrk
+    fi
+fi
