@@ -14,6 +14,7 @@ pub mod evaluation;
 pub mod fetch;
 pub mod http;
 pub mod logging;
+mod memory;
 pub mod metrics;
 pub mod module_source;
 pub mod policy_set;

@@ -36,7 +36,7 @@ pub fn post_process(
             uid = %response.uid,
             allowed = response.allowed,
             mutated = response.patch.is_some(),
-            message = response.message().unwrap_or_default(),
+            policy_message = response.message().unwrap_or_default(),
             "monitor mode: would-be verdict (request allowed)"
         );
         response.allowed = true;

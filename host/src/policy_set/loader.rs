@@ -182,6 +182,9 @@ impl PolicyLoader {
             }
         }))
         .await;
+        if !compiled.is_empty() {
+            crate::memory::release_freed_memory();
+        }
         modules.extend(compiled);
         modules
     }
