@@ -10,10 +10,9 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
-use wasmtime::component::Component;
 
 use crate::engine::EngineConfig;
-use crate::error::AdapterError;
+use crate::types::Abi;
 
 pub(crate) struct CompiledCache {
     dir: PathBuf,
@@ -46,64 +45,29 @@ impl CompiledCache {
         CompiledCache { dir, fingerprint }
     }
 
-    fn path(&self, digest: &str, kind: &str) -> PathBuf {
+    fn path(&self, digest: &str, abi: Abi) -> PathBuf {
+        let kind = match abi {
+            Abi::Wapc => "module",
+            Abi::Component => "component",
+        };
         let hex = digest.trim_start_matches("sha256:");
         self.dir
             .join(format!("{hex}-{kind}-{}.cwasm", self.fingerprint))
     }
 
-    pub(crate) fn module(
-        &self,
-        engine: &Engine,
-        wasm: &[u8],
-        digest: &str,
-    ) -> Result<wasmtime::Module, AdapterError> {
-        let path = self.path(digest, "module");
-        if let Ok(bytes) = std::fs::read(&path) {
-            // Read, not mapped: a mapped file that someone truncates later
-            // would crash the process with SIGBUS.
-            // SAFETY: the file is one this cache wrote (atomically, below) for
-            // this exact engine fingerprint; wasmtime still checks its header.
-            match unsafe { wasmtime::Module::deserialize(engine, &bytes) } {
-                Ok(module) => return Ok(module),
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "discarding unusable compiled artifact")
-                }
-            }
-        }
-        let module = wasmtime::Module::new(engine, wasm)
-            .map_err(|e| AdapterError::Compile(format!("{e:#}")))?;
-        if let Ok(bytes) = module.serialize() {
-            self.store(&path, &bytes);
-        }
-        Ok(module)
+    /// The cached artifact of a module, if any. Read into memory, not
+    /// mapped: a mapped file that someone truncates later would crash the
+    /// process with SIGBUS.
+    pub(crate) fn read(&self, digest: &str, abi: Abi) -> Option<Vec<u8>> {
+        std::fs::read(self.path(digest, abi)).ok()
     }
 
-    pub(crate) fn component(
-        &self,
-        engine: &Engine,
-        wasm: &[u8],
-        digest: &str,
-    ) -> Result<Component, AdapterError> {
-        let path = self.path(digest, "component");
-        if let Ok(bytes) = std::fs::read(&path) {
-            // SAFETY: as for modules above.
-            match unsafe { Component::deserialize(engine, &bytes) } {
-                Ok(component) => return Ok(component),
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "discarding unusable compiled artifact")
-                }
-            }
-        }
-        let component =
-            Component::new(engine, wasm).map_err(|e| AdapterError::Compile(format!("{e:#}")))?;
-        if let Ok(bytes) = component.serialize() {
-            self.store(&path, &bytes);
-        }
-        Ok(component)
+    /// Store an artifact; a failure only costs a recompilation next time.
+    pub(crate) fn write(&self, digest: &str, abi: Abi, bytes: &[u8]) {
+        self.store(&self.path(digest, abi), bytes);
     }
 
-    /// Write atomically; a failure only costs a recompilation next time.
+    /// Write atomically (a reader never sees a partial file).
     fn store(&self, path: &Path, bytes: &[u8]) {
         let result = std::fs::create_dir_all(&self.dir).and_then(|()| {
             // Unique per writer: two threads may compile the same module at once.

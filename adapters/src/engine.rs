@@ -67,6 +67,7 @@ pub struct PolicyEngine {
 
 pub(crate) struct EngineInner {
     pub(crate) engine: Engine,
+    compile_config: Config,
     pub(crate) config: EngineConfig,
     cache: Option<CompiledCache>,
     wapc_linker: wapc::SharedLinker,
@@ -91,6 +92,12 @@ impl PolicyEngine {
             .wasm_function_references(true)
             .cranelift_opt_level(OptLevel::Speed)
             .memory_init_cow(true);
+        // Compiling happens in a throwaway engine with the same code
+        // generation settings (the allocator does not affect artifacts):
+        // Cranelift keeps its per-thread compilation contexts, with buffers
+        // sized for the largest function it ever compiled, for the life of
+        // the engine that compiled.
+        let compile_config = wasm_config.clone();
         if config.pooling {
             let mut pool = PoolingAllocationConfig::default();
             let n = config.max_instances;
@@ -124,6 +131,7 @@ impl PolicyEngine {
                 wapc_linker: wapc::linker(&engine)?,
                 component_linker: component::linker(&engine)?,
                 engine,
+                compile_config,
                 config,
                 cache,
                 ticker_stop,
@@ -143,26 +151,14 @@ impl PolicyEngine {
         let metadata = read_metadata(wasm).map_err(AdapterError::Invalid)?;
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(wasm)));
         let inner = &self.inner;
-        let kind = match abi {
-            Abi::Wapc => {
-                let module = match &inner.cache {
-                    Some(cache) => cache.module(&inner.engine, wasm, &digest)?,
-                    None => wasmtime::Module::new(&inner.engine, wasm)
-                        .map_err(|e| AdapterError::Compile(format!("{e:#}")))?,
-                };
+        let artifact = self.artifact(wasm, abi, &digest)?;
+        let kind = match artifact {
+            Artifact::Module(module) => {
                 ModuleKind::Wapc(wapc::WapcModule::new(&inner.wapc_linker, module)?)
             }
-            Abi::Component => {
-                let component = match &inner.cache {
-                    Some(cache) => cache.component(&inner.engine, wasm, &digest)?,
-                    None => wasmtime::component::Component::new(&inner.engine, wasm)
-                        .map_err(|e| AdapterError::Compile(format!("{e:#}")))?,
-                };
-                ModuleKind::Component(component::ComponentModule::new(
-                    &inner.component_linker,
-                    component,
-                )?)
-            }
+            Artifact::Component(component) => ModuleKind::Component(
+                component::ComponentModule::new(&inner.component_linker, component)?,
+            ),
         };
         Ok(LoadedModule {
             inner: Arc::new(ModuleInner {
@@ -170,6 +166,58 @@ impl PolicyEngine {
                 digest,
                 metadata,
                 kind,
+            }),
+        })
+    }
+}
+
+enum Artifact {
+    Module(wasmtime::Module),
+    Component(wasmtime::component::Component),
+}
+
+impl PolicyEngine {
+    /// The compiled artifact: from the on-disk cache when it holds a usable
+    /// one, otherwise compiled (and cached).
+    fn artifact(&self, wasm: &[u8], abi: Abi, digest: &str) -> Result<Artifact, AdapterError> {
+        let inner = &self.inner;
+        if let Some(cache) = &inner.cache
+            && let Some(bytes) = cache.read(digest, abi)
+        {
+            match self.deserialize(&bytes, abi) {
+                Ok(artifact) => return Ok(artifact),
+                Err(e) => {
+                    tracing::warn!(%digest, error = %e, "discarding unusable compiled artifact")
+                }
+            }
+        }
+        let compiler = Engine::new(&inner.compile_config)
+            .map_err(|e| AdapterError::Engine(format!("{e:#}")))?;
+        let compiled = match abi {
+            Abi::Wapc => wasmtime::Module::new(&compiler, wasm).and_then(|m| m.serialize()),
+            Abi::Component => {
+                wasmtime::component::Component::new(&compiler, wasm).and_then(|c| c.serialize())
+            }
+        };
+        let bytes = compiled.map_err(|e| AdapterError::Compile(format!("{e:#}")))?;
+        drop(compiler);
+        if let Some(cache) = &inner.cache {
+            cache.write(digest, abi, &bytes);
+        }
+        self.deserialize(&bytes, abi)
+            .map_err(|e| AdapterError::Compile(format!("{e:#}")))
+    }
+
+    fn deserialize(&self, bytes: &[u8], abi: Abi) -> wasmtime::Result<Artifact> {
+        let engine = &self.inner.engine;
+        // SAFETY: the bytes are an artifact serialized by an engine with this
+        // engine's code-generation settings: either just now, or by a cache
+        // entry whose name carries this engine's fingerprint. wasmtime checks
+        // the header and the settings again.
+        Ok(match abi {
+            Abi::Wapc => Artifact::Module(unsafe { wasmtime::Module::deserialize(engine, bytes)? }),
+            Abi::Component => Artifact::Component(unsafe {
+                wasmtime::component::Component::deserialize(engine, bytes)?
             }),
         })
     }

@@ -184,63 +184,32 @@ impl ControlPlane {
 
     /// Runs `kubectl --kubeconfig <admin> ARGS...`; never panics on a non-zero exit.
     pub fn kubectl<S: AsRef<OsStr>>(&self, args: &[S]) -> Output {
-        self.kubectl_cmd(args)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run kubectl (is it on PATH?): {e}"))
+        self.kubectl_client().run(args)
     }
 
     /// Runs kubectl with `stdin` as standard input (e.g. `apply -f -`).
     pub fn kubectl_stdin<S: AsRef<OsStr>>(&self, args: &[S], stdin: &str) -> Output {
-        let mut child = self
-            .kubectl_cmd(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run kubectl (is it on PATH?): {e}"));
-        let mut input = child.stdin.take().expect("kubectl stdin");
-        input
-            .write_all(stdin.as_bytes())
-            .expect("write kubectl stdin");
-        drop(input);
-        child.wait_with_output().expect("wait for kubectl")
+        self.kubectl_client().run_stdin(args, stdin)
     }
 
-    /// Runs kubectl, panics with its stderr unless it succeeds, returns stdout.
+    /// Runs kubectl, panics with its output unless it succeeds, returns stdout.
     pub fn kubectl_ok<S: AsRef<OsStr>>(&self, args: &[S]) -> String {
-        let out = self.kubectl(args);
-        check(args, out)
+        self.kubectl_client().ok(args)
     }
 
     /// `kubectl apply -f -` of `yaml`; panics unless it succeeds, returns stdout.
     pub fn apply(&self, yaml: &str) -> String {
         let args = ["apply", "-f", "-"];
-        let out = self.kubectl_stdin(&args, yaml);
-        check(&args, out)
+        let k = self.kubectl_client();
+        let out = k.run_stdin(&args, yaml);
+        crate::e2e::expect_success("apply -f -", &out);
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    fn kubectl_cmd<S: AsRef<OsStr>>(&self, args: &[S]) -> Command {
-        let mut cmd = Command::new(std::env::var_os("KUBECTL").unwrap_or_else(|| "kubectl".into()));
-        cmd.arg("--kubeconfig").arg(&self.kubeconfig).args(args);
-        cmd
+    /// The kubectl runner for this control plane, shared with the e2e assertions.
+    pub fn kubectl_client(&self) -> crate::e2e::Kubectl {
+        crate::e2e::Kubectl::new(&self.kubeconfig)
     }
-}
-
-fn check<S: AsRef<OsStr>>(args: &[S], out: Output) -> String {
-    if !out.status.success() {
-        let shown: Vec<_> = args
-            .iter()
-            .map(|a| a.as_ref().to_string_lossy().into_owned())
-            .collect();
-        panic!(
-            "kubectl {} failed ({}):\n{}{}",
-            shown.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&out.stdout)
-        );
-    }
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A namespace with a unique name, deleted (without waiting) on drop.

@@ -145,7 +145,8 @@ fn combined(out: &Output) -> String {
     )
 }
 
-fn expect_success(what: &str, out: &Output) {
+/// Panics with kubectl's output unless it succeeded.
+pub(crate) fn expect_success(what: &str, out: &Output) {
     assert!(
         out.status.success(),
         "kubectl {what} failed ({}):\n{}",
