@@ -1,0 +1,100 @@
+//! Helpers shared by the controller's integration tests.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Output;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use portcullis_tests::control_plane::ControlPlane;
+
+/// The shared control plane with the Portcullis CRDs installed and Established.
+pub fn control_plane() -> &'static ControlPlane {
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    let cp = ControlPlane::shared();
+    INSTALLED.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("crds");
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&dir).expect("controller/crds") {
+            let path = entry.expect("dir entry").path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                cp.kubectl_ok(&[
+                    "apply",
+                    "--server-side",
+                    "--field-manager=portcullis-tests",
+                    "-f",
+                    path.to_str().expect("utf-8 path"),
+                ]);
+                let stem = path
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .expect("file name")
+                    .to_string();
+                names.push(stem);
+            }
+        }
+        assert_eq!(names.len(), 3, "expected 3 CRD files in {}", dir.display());
+        for name in names {
+            cp.kubectl_ok(&[
+                "wait",
+                "--for=condition=Established",
+                &format!("crd/{name}"),
+                "--timeout=60s",
+            ]);
+        }
+    });
+    cp
+}
+
+/// A name unique within this test binary run: `<prefix>-<pid>-<n>`.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}-{:x}-{n}", std::process::id())
+}
+
+/// stdout + stderr of a kubectl run, for assertions on messages.
+pub fn output_text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `kubectl apply -f -`, returning the raw output (no panic).
+pub fn try_apply(cp: &ControlPlane, yaml: &str) -> Output {
+    cp.kubectl_stdin(&["apply", "-f", "-"], yaml)
+}
+
+/// Asserts that applying `yaml` fails and the error contains `needle`.
+pub fn assert_rejected(cp: &ControlPlane, yaml: &str, needle: &str) {
+    let out = try_apply(cp, yaml);
+    let text = output_text(&out);
+    assert!(
+        !out.status.success(),
+        "expected the API server to reject:\n{yaml}\ngot:\n{text}"
+    );
+    assert!(
+        text.contains(needle),
+        "rejection message lacks {needle:?}:\n{text}"
+    );
+}
+
+/// Polls `f` every 200 ms until it returns `Some`, or panics after `timeout`
+/// with `what` and the last value seen.
+pub fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
