@@ -1,0 +1,662 @@
+//! The seed journey, end to end: a PolicyServer and a ClusterAdmissionPolicy
+//! are applied, and a privileged Pod is then denied by a real `policy-server`
+//! configured only from what the controller wrote.
+//!
+//! Real: the API server and kube-controller-manager (shared test control
+//! plane), the `portcullis-controller` binary (`--selector`, `KUBECONFIG`,
+//! `PORTCULLIS_NAMESPACE`, impersonating a ServiceAccount bound only to
+//! `controller/deploy/rbac.yaml`), the `policy-server` binary, the
+//! `pod-privileged-wapc` policy module, TLS from the API server to the
+//! policy-server (verified against the controller's CA and serving
+//! certificate for `policy-server-<name>.<ns>.svc`), the webhook call, the
+//! controller's `/readiness` polling of the replica (config digest).
+//!
+//! Simulated (there is no kubelet, no container runtime and no cluster
+//! network):
+//! - **The Pod's container.** The test runs the policy-server process itself,
+//!   on 127.0.0.1, with the environment of the Deployment's container (read
+//!   from the Deployment the controller created and asserted on), its mount
+//!   paths (`/config`, `/pki`, `/tmp`) mapped to a local directory, and the
+//!   explicit flags `--policies --cert-file --key-file --port
+//!   --readiness-probe-port` taken from that environment, plus `--addr
+//!   127.0.0.1`, JSON logs and a shared compiled-module cache (test speed).
+//! - **The ConfigMap and Secret volumes.** The test writes the ConfigMap's
+//!   and the Secret's keys the way the kubelet's atomic writer does
+//!   (`..<version>/` directory, `..data` symlink swapped by a rename, one
+//!   symlink per key), and on a ConfigMap change rewrites them the same way.
+//! - **Pod readiness.** The Deployment's Pod is marked Ready with podIP
+//!   127.0.0.1 through the status subresource (kube-controller-manager then
+//!   updates the Deployment status); the controller therefore polls the real
+//!   policy-server's `/readiness` on 127.0.0.1:`readinessProbePort`.
+//! - **The Service.** The API server's webhook calls to
+//!   `<ns>/policy-server-<name>:443` are routed to 127.0.0.1:`webhookPort`
+//!   (`ControlPlane::route_service`) instead of going through kube-proxy.
+//!
+//! Both ports are free local ports chosen by the test and set as the
+//! PolicyServer's `webhookPort` and `readinessProbePort`.
+//!
+//! Asserted on the way: the Deployment's env, probe and volumes, the Service
+//! ports, the ConfigMap's digest annotation, the webhook's service
+//! reference, `caBundle` and `failurePolicy`, and (from the audit log) that
+//! the children and the webhook were written as the controller's
+//! ServiceAccount. An unprivileged Pod is admitted.
+//!
+//! Then, hot reload: the policy's settings change (`skip_init_containers:
+//! true`), the controller rewrites the ConfigMap, the policy goes `pending`
+//! (`ConfigurationVersionMismatch`: the replica still serves the old digest),
+//! the test updates the mounted file as the kubelet would, the same
+//! policy-server process reloads it, the controller sees the new digest and
+//! the policy is `active` again; a Pod with a privileged init container is
+//! then admitted, and neither the Deployment's pod template nor the Pod
+//! changed (no restart needed).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use common::{control_plane, eventually, unique};
+use portcullis_tests::control_plane::{ControlPlane, TestNamespace, target_dir};
+use portcullis_tests::e2e::{self, Kubectl};
+use portcullis_tests::policy_server as ps_support;
+use serde_json::{Value, json};
+
+const TIMEOUT: Duration = Duration::from_secs(90);
+const TEST_LABEL: &str = "portcullis-test";
+/// The pod-privileged policy's message for a privileged init container.
+const INIT_DENIAL: &str = "Privileged init container is not allowed";
+
+/// A child process killed on drop.
+struct Proc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn log(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut f) = File::open(&self.log) {
+            let _ = f.read_to_string(&mut text);
+        }
+        text
+    }
+
+    fn log_tail(&self, n: usize) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- {} ---\n{}", self.log.display(), self.log_tail(60));
+        }
+    }
+}
+
+/// Removes the RBAC binding of the test's controller on drop.
+struct BindingGuard<'a> {
+    cp: &'a ControlPlane,
+    name: String,
+}
+
+impl Drop for BindingGuard<'_> {
+    fn drop(&mut self) {
+        let _ = self.cp.kubectl(&[
+            "delete",
+            "clusterrolebinding",
+            &self.name,
+            "--ignore-not-found",
+            "--wait=false",
+        ]);
+    }
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a free port")
+        .port()
+}
+
+fn jstr<'a>(v: &'a Value, pointer: &str) -> &'a str {
+    v.pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+}
+
+fn get_json(k: &Kubectl, ns: Option<&str>, kind: &str, name: &str) -> Option<Value> {
+    k.get_json(ns, kind, name)
+}
+
+/// Applies controller/deploy/rbac.yaml and binds it to the ServiceAccount
+/// `portcullis-controller` of `namespace`; returns the impersonated user.
+fn install_rbac<'a>(cp: &'a ControlPlane, namespace: &str, label: &str) -> BindingGuard<'a> {
+    let rbac = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/rbac.yaml");
+    cp.kubectl_ok(&["apply", "-f", rbac.to_str().expect("utf-8 path")]);
+    let binding = format!("portcullis-controller-{label}");
+    cp.apply(&format!(
+        r#"apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: portcullis-controller, namespace: {namespace}}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {{name: {binding}, labels: {{{TEST_LABEL}: {label}}}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: portcullis-controller}}
+subjects: [{{kind: ServiceAccount, name: portcullis-controller, namespace: {namespace}}}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: portcullis-controller, namespace: {namespace}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: portcullis-controller-namespace}}
+subjects: [{{kind: ServiceAccount, name: portcullis-controller, namespace: {namespace}}}]
+"#
+    ));
+    BindingGuard { cp, name: binding }
+}
+
+/// A copy of the admin kubeconfig whose users impersonate the controller's
+/// ServiceAccount (`as` / `as-groups`), as a Pod's token would authenticate.
+fn impersonating_kubeconfig(cp: &ControlPlane, namespace: &str, dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(cp.kubeconfig_path()).expect("read kubeconfig");
+    let mut config: serde_yaml::Value = serde_yaml::from_str(&text).expect("kubeconfig YAML");
+    let users = config
+        .get_mut("users")
+        .and_then(serde_yaml::Value::as_sequence_mut)
+        .expect("kubeconfig users");
+    for user in users {
+        let user = user.get_mut("user").expect("user entry");
+        user["as"] = format!("system:serviceaccount:{namespace}:portcullis-controller").into();
+        user["as-groups"] = serde_yaml::to_value(vec![
+            "system:serviceaccounts".to_string(),
+            format!("system:serviceaccounts:{namespace}"),
+            "system:authenticated".to_string(),
+        ])
+        .expect("groups");
+    }
+    let path = dir.join("controller.kubeconfig");
+    std::fs::write(&path, serde_yaml::to_string(&config).expect("serialize")).expect("write");
+    path
+}
+
+/// Writes `files` into `dir` as the kubelet's atomic writer does for a
+/// ConfigMap or Secret volume: a fresh `..<version>` directory, `..data`
+/// pointing at it (swapped with a rename), and `<key>` → `..data/<key>`.
+fn kubelet_write(dir: &Path, version: u32, files: &BTreeMap<String, Vec<u8>>) {
+    std::fs::create_dir_all(dir).expect("volume dir");
+    let versioned = format!("..{version}");
+    let vdir = dir.join(&versioned);
+    std::fs::create_dir(&vdir).expect("versioned dir");
+    for (name, bytes) in files {
+        std::fs::write(vdir.join(name), bytes).expect("write volume file");
+    }
+    let tmp = dir.join("..data_tmp");
+    std::os::unix::fs::symlink(&versioned, &tmp).expect("..data_tmp");
+    std::fs::rename(&tmp, dir.join("..data")).expect("swap ..data");
+    for name in files.keys() {
+        let link = dir.join(name);
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(format!("..data/{name}"), &link).expect("key symlink");
+        }
+    }
+    if version > 1 {
+        let _ = std::fs::remove_dir_all(dir.join(format!("..{}", version - 1)));
+    }
+}
+
+/// `data` of a ConfigMap, or the base64-decoded `data` of a Secret.
+fn volume_files(object: &Value, base64: bool) -> BTreeMap<String, Vec<u8>> {
+    let data = object["data"].as_object().cloned().unwrap_or_default();
+    data.into_iter()
+        .map(|(k, v)| {
+            let s = v.as_str().unwrap_or_default();
+            let bytes = if base64 {
+                base64::engine::general_purpose::STANDARD
+                    .decode(s)
+                    .expect("secret data is base64")
+            } else {
+                s.as_bytes().to_vec()
+            };
+            (k, bytes)
+        })
+        .collect()
+}
+
+/// `GET /readiness` on the plain-HTTP probe port: the parsed report, if any.
+fn readiness(port: u16) -> Option<Value> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET /readiness HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (_, body) = response.split_once("\r\n\r\n")?;
+    serde_json::from_str(body).ok()
+}
+
+fn policy_status(k: &Kubectl, cap: &str) -> (String, String) {
+    let v = get_json(k, None, "clusteradmissionpolicy", cap).unwrap_or(Value::Null);
+    let reason = v["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "PolicyActive"))
+        .map(|c| jstr(c, "/reason").to_string())
+        .unwrap_or_default();
+    (jstr(&v, "/status/policyStatus").to_string(), reason)
+}
+
+#[test]
+fn privileged_pod_is_denied_by_a_policy_server_configured_by_the_controller() {
+    let started = Instant::now();
+    let cp = control_plane();
+    let k = cp.kubectl_client();
+    let ctl_ns = TestNamespace::new("seed");
+    let apps_ns = TestNamespace::new("seed-apps");
+    let (ctl, apps) = (ctl_ns.name().to_string(), apps_ns.name().to_string());
+    let label = unique("seed");
+    let ps = unique("ps");
+    let cap = unique("cap");
+    let id = format!("clusterwide-{cap}");
+    let object = format!("policy-server-{ps}");
+    let webhook_name = format!("{id}.policies.portcullis.dev");
+    let (webhook_port, readiness_port) = loop {
+        let (a, b) = (free_port(), free_port());
+        if a != b {
+            break (a, b);
+        }
+    };
+
+    let dir = target_dir().join(format!("seed-journey-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("test dir");
+
+    // The controller: the binary, as deployed, with only its RBAC.
+    let _binding = install_rbac(cp, &ctl, &label);
+    let kubeconfig = impersonating_kubeconfig(cp, &ctl, &dir);
+    let controller_log = dir.join("controller.log");
+    let log = File::create(&controller_log).expect("controller log");
+    let _controller = Proc {
+        child: Command::new(env!("CARGO_BIN_EXE_portcullis-controller"))
+            .args(["--selector", &format!("{TEST_LABEL}={label}")])
+            .args(["--log-level", "info", "--log-fmt", "json"])
+            .env("KUBECONFIG", &kubeconfig)
+            .env("PORTCULLIS_NAMESPACE", &ctl)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn portcullis-controller"),
+        log: controller_log,
+    };
+
+    // 1. The user's two objects.
+    let module = ps_support::module_uri("pod-privileged-wapc").expect("sample policy built");
+    cp.apply(&format!(
+        r#"apiVersion: policies.portcullis.dev/v1
+kind: PolicyServer
+metadata:
+  name: {ps}
+  labels: {{{TEST_LABEL}: {label}}}
+spec:
+  image: ghcr.io/portcullis/policy-server:test
+  replicas: 1
+  webhookPort: {webhook_port}
+  readinessProbePort: {readiness_port}
+"#
+    ));
+    let cap_manifest = |settings: &str| {
+        format!(
+            r#"apiVersion: policies.portcullis.dev/v1
+kind: ClusterAdmissionPolicy
+metadata:
+  name: {cap}
+  labels: {{{TEST_LABEL}: {label}}}
+spec:
+  policyServer: {ps}
+  module: {module}
+  settings: {settings}
+  rules:
+    - {{apiGroups: [""], apiVersions: [v1], resources: [pods], operations: [CREATE]}}
+  mutating: false
+  failurePolicy: Fail
+  namespaceSelector:
+    matchLabels: {{kubernetes.io/metadata.name: {apps}}}
+"#
+        )
+    };
+    cp.apply(&cap_manifest("{}"));
+
+    // 2. What the controller wrote: ConfigMap, Secret, Deployment, Service.
+    let configmap = eventually("the policy-server ConfigMap", TIMEOUT, || {
+        get_json(&k, Some(&ctl), "configmap", &object)
+            .filter(|cm| jstr(cm, "/data/policies.yml").contains(&id))
+    });
+    let secret = eventually("the serving-certificate Secret", TIMEOUT, || {
+        get_json(&k, Some(&ctl), "secret", &object).filter(|s| {
+            !jstr(s, "/data/tls.crt").is_empty() && !jstr(s, "/data/tls.key").is_empty()
+        })
+    });
+    let deployment = eventually("the policy-server Deployment", TIMEOUT, || {
+        get_json(&k, Some(&ctl), "deployment", &object)
+    });
+    let service = eventually("the policy-server Service", TIMEOUT, || {
+        get_json(&k, Some(&ctl), "service", &object)
+    });
+    assert_eq!(
+        service["spec"]["ports"],
+        json!([{"name": "https", "port": 443, "protocol": "TCP", "targetPort": webhook_port}]),
+        "Service ports"
+    );
+    let policies_yml = jstr(&configmap, "/data/policies.yml").to_string();
+    let digest = portcullis_config::content_digest(policies_yml.as_bytes());
+    assert_eq!(
+        jstr(
+            &configmap,
+            "/metadata/annotations/policies.portcullis.dev~1config-digest"
+        ),
+        digest
+    );
+    let parsed = portcullis_config::PoliciesConfig::from_slice(policies_yml.as_bytes())
+        .expect("policies.yml parses");
+    assert_eq!(
+        parsed.policies.keys().collect::<Vec<_>>(),
+        vec![&id],
+        "policies.yml:\n{policies_yml}"
+    );
+    assert!(policies_yml.contains(&module), "module in:\n{policies_yml}");
+
+    let container = deployment
+        .pointer("/spec/template/spec/containers/0")
+        .cloned()
+        .expect("a container");
+    assert_eq!(container["name"], "policy-server");
+    let env: BTreeMap<String, String> = container["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .map(|e| (jstr(e, "/name").to_string(), jstr(e, "/value").to_string()))
+        .collect();
+    let expected_env = [
+        ("PORTCULLIS_CERT_FILE", "/pki/tls.crt".to_string()),
+        ("PORTCULLIS_KEY_FILE", "/pki/tls.key".to_string()),
+        ("PORTCULLIS_POLICIES", "/config/policies.yml".to_string()),
+        ("PORTCULLIS_POLICIES_DOWNLOAD_DIR", "/tmp".to_string()),
+        ("PORTCULLIS_PORT", webhook_port.to_string()),
+        (
+            "PORTCULLIS_READINESS_PROBE_PORT",
+            readiness_port.to_string(),
+        ),
+        (
+            "PORTCULLIS_ALWAYS_ACCEPT_ADMISSION_REVIEWS_ON_NAMESPACE",
+            ctl.clone(),
+        ),
+    ];
+    for (name, value) in &expected_env {
+        assert_eq!(env.get(*name), Some(value), "env {name} in {env:?}");
+    }
+    assert_eq!(
+        container["readinessProbe"]["httpGet"],
+        json!({"path": "/readiness", "port": readiness_port, "scheme": "HTTP"})
+    );
+
+    // The volumes, as the kubelet would mount them, under `dir/<mountPath>`.
+    let volumes: BTreeMap<String, Value> = deployment["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .map(|v| (jstr(v, "/name").to_string(), v.clone()))
+        .collect();
+    let root = dir.join("pod");
+    let mut mounts = Vec::new();
+    let mut config_dir = None;
+    for mount in container["volumeMounts"].as_array().expect("volumeMounts") {
+        let mount_path = jstr(mount, "/mountPath").to_string();
+        let local = root.join(mount_path.trim_start_matches('/'));
+        let volume = &volumes[jstr(mount, "/name")];
+        if volume.get("configMap").is_some() {
+            assert_eq!(jstr(volume, "/configMap/name"), object);
+            kubelet_write(&local, 1, &volume_files(&configmap, false));
+            config_dir = Some(local.clone());
+        } else if volume.get("secret").is_some() {
+            assert_eq!(jstr(volume, "/secret/secretName"), object);
+            kubelet_write(&local, 1, &volume_files(&secret, true));
+        } else {
+            assert!(volume.get("emptyDir").is_some(), "volume {volume}");
+            std::fs::create_dir_all(&local).expect("emptyDir");
+        }
+        mounts.push((mount_path, local));
+    }
+    let config_dir = config_dir.expect("a ConfigMap volume");
+    // Longest mount path first, so `/a/b` wins over `/a`.
+    mounts.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+    let remap = |value: &str| -> String {
+        for (mount_path, local) in &mounts {
+            if let Some(rest) = value.strip_prefix(mount_path.as_str())
+                && (rest.is_empty() || rest.starts_with('/'))
+            {
+                return format!("{}{rest}", local.display());
+            }
+        }
+        value.to_string()
+    };
+    let pod_env: BTreeMap<String, String> =
+        env.iter().map(|(k, v)| (k.clone(), remap(v))).collect();
+
+    // The policy-server, as the container would run it.
+    let server_log = dir.join("policy-server.log");
+    let log = File::create(&server_log).expect("policy-server log");
+    let bin = ps_support::binary_path().expect("policy-server binary");
+    let mut server = Proc {
+        child: Command::new(&bin)
+            .envs(&pod_env)
+            .arg("--policies")
+            .arg(&pod_env["PORTCULLIS_POLICIES"])
+            .arg("--cert-file")
+            .arg(&pod_env["PORTCULLIS_CERT_FILE"])
+            .arg("--key-file")
+            .arg(&pod_env["PORTCULLIS_KEY_FILE"])
+            .args(["--addr", "127.0.0.1"])
+            .args(["--port", &pod_env["PORTCULLIS_PORT"]])
+            .args([
+                "--readiness-probe-port",
+                &pod_env["PORTCULLIS_READINESS_PROBE_PORT"],
+            ])
+            .args(["--log-fmt", "json", "--log-level", "info"])
+            .arg("--compiled-cache-dir")
+            .arg(target_dir().join("test-compiled-cache"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn policy-server"),
+        log: server_log,
+    };
+    let report = e2e::eventually(
+        "the policy-server to serve the ConfigMap's policies.yml",
+        TIMEOUT,
+        || {
+            if !server.is_running() {
+                panic!("policy-server exited:\n{}", server.log_tail(40));
+            }
+            let report = readiness(readiness_port).ok_or("no /readiness answer")?;
+            if report["configDigest"] == json!(digest)
+                && report["policies"][&id]["state"] == "loaded"
+            {
+                Ok(report)
+            } else {
+                Err(report.to_string())
+            }
+        },
+    );
+    assert_eq!(report["ready"], true, "{report}");
+
+    // 3. The Service reaches the policy-server; the Pod is Ready at 127.0.0.1.
+    cp.route_service(
+        &ctl,
+        &object,
+        443,
+        SocketAddr::from(([127, 0, 0, 1], webhook_port)),
+    );
+    let selector = format!("policies.portcullis.dev/policy-server={ps}");
+    let pods = eventually("the policy-server Pod", TIMEOUT, || {
+        let out = k.ok(&["-n", &ctl, "get", "pods", "-l", &selector, "-o", "name"]);
+        let pods: Vec<String> = out.lines().map(str::to_string).collect();
+        (!pods.is_empty()).then_some(pods)
+    });
+    assert_eq!(pods.len(), 1, "replicas: 1 → {pods:?}");
+    let pod = pods[0].clone();
+    k.ok(&[
+        "-n",
+        &ctl,
+        "patch",
+        &pod,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"phase":"Running","podIP":"127.0.0.1","podIPs":[{"ip":"127.0.0.1"}],"conditions":[{"type":"Ready","status":"True"},{"type":"ContainersReady","status":"True"}]}}"#,
+    ]);
+    let pod_uid = k.ok(&["-n", &ctl, "get", &pod, "-o", "jsonpath={.metadata.uid}"]);
+
+    // 4. Active: the webhook is registered and the policy-server enforces it.
+    eventually("the policy to be active", TIMEOUT, || {
+        (policy_status(&k, &cap).0 == "active").then_some(())
+    });
+    let vwc = get_json(&k, None, "validatingwebhookconfiguration", &id).expect("webhook");
+    let hook = &vwc["webhooks"][0];
+    assert_eq!(hook["name"], json!(webhook_name));
+    assert_eq!(
+        hook["clientConfig"]["service"],
+        json!({"namespace": ctl, "name": object, "port": 443, "path": format!("/validate/{id}")})
+    );
+    assert_eq!(hook["failurePolicy"], "Fail");
+    let ca = get_json(&k, Some(&ctl), "secret", "portcullis-ca").expect("CA Secret");
+    assert_eq!(
+        jstr(hook, "/clientConfig/caBundle"),
+        jstr(&ca, "/data/ca.crt"),
+        "caBundle is the controller's CA"
+    );
+
+    e2e::wait_for_default_service_account(&k, &apps);
+    e2e::assert_privileged_pod_denied(&k, &apps, "privileged", &webhook_name);
+    e2e::assert_pod_admitted(&k, &e2e::unprivileged_pod("unprivileged", &apps));
+    let init_pod = e2e::fixture_pod("pod-init-privileged.json", "init-privileged", &apps);
+    e2e::assert_pod_rejected(&k, &init_pod, INIT_DENIAL);
+    let active_at = started.elapsed();
+
+    // 5. Hot reload of a settings change, without restarting anything.
+    let template_before = deployment["spec"]["template"].clone();
+    cp.apply(&cap_manifest("{skip_init_containers: true}"));
+    let configmap2 = eventually("the ConfigMap with the new settings", TIMEOUT, || {
+        get_json(&k, Some(&ctl), "configmap", &object)
+            .filter(|cm| jstr(cm, "/data/policies.yml").contains("skip_init_containers"))
+    });
+    let digest2 =
+        portcullis_config::content_digest(jstr(&configmap2, "/data/policies.yml").as_bytes());
+    assert_ne!(digest2, digest);
+    // The replica still serves the old file: the controller notices.
+    eventually(
+        "the policy pending with ConfigurationVersionMismatch",
+        TIMEOUT,
+        || {
+            let (status, reason) = policy_status(&k, &cap);
+            (status == "pending" && reason == "ConfigurationVersionMismatch").then_some(())
+        },
+    );
+    // The kubelet's ConfigMap volume update.
+    kubelet_write(&config_dir, 2, &volume_files(&configmap2, false));
+    e2e::eventually("the policy-server to reload", TIMEOUT, || {
+        if !server.is_running() {
+            panic!("policy-server exited:\n{}", server.log_tail(40));
+        }
+        let report = readiness(readiness_port).ok_or("no /readiness answer")?;
+        if report["configDigest"] == json!(digest2) && report["policies"][&id]["state"] == "loaded"
+        {
+            Ok(())
+        } else {
+            Err(report.to_string())
+        }
+    });
+    eventually("the policy to be active again", TIMEOUT, || {
+        (policy_status(&k, &cap) == ("active".to_string(), "WebhookRegistered".to_string()))
+            .then_some(())
+    });
+    e2e::wait_until_admitted(&k, &init_pod);
+    e2e::assert_pod_admitted(&k, &init_pod);
+    e2e::assert_pod_rejected(
+        &k,
+        &e2e::privileged_pod("privileged-2", &apps),
+        e2e::PRIVILEGED_DENIAL,
+    );
+    assert!(server.is_running(), "the policy-server was not restarted");
+    let deployment2 = get_json(&k, Some(&ctl), "deployment", &object).expect("deployment");
+    assert_eq!(
+        deployment2["spec"]["template"], template_before,
+        "a ConfigMap change must not change the pod template"
+    );
+    let pods2 = k.ok(&[
+        "-n",
+        &ctl,
+        "get",
+        "pods",
+        "-l",
+        &selector,
+        "-o",
+        "jsonpath={.items[*].metadata.uid}",
+    ]);
+    assert_eq!(pods2.trim(), pod_uid, "the Pod was not replaced");
+
+    // Every object above was written by the controller as its ServiceAccount.
+    let user = format!("system:serviceaccount:{ctl}:portcullis-controller");
+    let audit = std::fs::read_to_string(cp.audit_log_path()).unwrap_or_default();
+    let written: std::collections::BTreeSet<String> = audit
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|e| jstr(e, "/impersonatedUser/username") == user)
+        .filter(|e| matches!(jstr(e, "/verb"), "create" | "update" | "patch"))
+        .filter(|e| {
+            e["responseStatus"]["code"]
+                .as_u64()
+                .is_some_and(|c| c < 300)
+        })
+        .map(|e| {
+            format!(
+                "{} {}",
+                jstr(&e, "/objectRef/resource"),
+                jstr(&e, "/objectRef/name")
+            )
+        })
+        .collect();
+    for want in [
+        format!("configmaps {object}"),
+        format!("secrets {object}"),
+        format!("deployments {object}"),
+        format!("services {object}"),
+        format!("validatingwebhookconfigurations {id}"),
+    ] {
+        assert!(
+            written.contains(&want),
+            "no successful write of {want} by {user}: {written:?}"
+        );
+    }
+
+    eprintln!(
+        "seed journey: active and enforcing after {active_at:?}, hot reload done after {:?}",
+        started.elapsed()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
