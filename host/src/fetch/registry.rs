@@ -274,14 +274,19 @@ pub(crate) fn push_annotations(
     annotations
 }
 
-/// `annotations` of the `io.kubewarden.metadata` custom section, if any.
+/// `annotations` of the module's metadata custom section, if any:
+/// `io.kubewarden.metadata` (waPC modules, kwctl) or `portcullis.metadata`
+/// (components), as read by `portcullis_adapters::read_metadata`.
 fn metadata_annotations(wasm: &[u8]) -> Option<BTreeMap<String, String>> {
     for payload in wasmparser::Parser::new(0).parse_all(wasm) {
         // A malformed module is the caller's problem (it is checked for the
         // magic only); annotations are best effort.
         let Ok(payload) = payload else { return None };
         if let wasmparser::Payload::CustomSection(section) = payload
-            && section.name() == "io.kubewarden.metadata"
+            && matches!(
+                section.name(),
+                "io.kubewarden.metadata" | "portcullis.metadata"
+            )
         {
             let value: serde_json::Value = serde_json::from_slice(section.data()).ok()?;
             let map = value.get("annotations")?.as_object()?;
@@ -339,4 +344,44 @@ pub(crate) async fn push_artifact(
         .await
         .map_err(map)?;
     Ok(manifest_digest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A module holding one custom section `name` with `payload`.
+    fn module_with_section(name: &str, payload: &[u8]) -> Vec<u8> {
+        let mut body = vec![u8::try_from(name.len()).unwrap()];
+        body.extend_from_slice(name.as_bytes());
+        body.extend_from_slice(payload);
+        let mut module = b"\0asm\x01\0\0\0".to_vec();
+        module.push(0);
+        module.push(u8::try_from(body.len()).unwrap());
+        module.extend_from_slice(&body);
+        module
+    }
+
+    #[test]
+    fn annotations_come_from_either_metadata_section() {
+        let metadata = br#"{"annotations":{"io.kubewarden.policy.title":"t","io.kubewarden.policy.license":"MIT"}}"#;
+        let reference: Reference = "127.0.0.1:5000/policies/repo-name:v1".parse().unwrap();
+        for section in ["io.kubewarden.metadata", "portcullis.metadata"] {
+            let wasm = module_with_section(section, metadata);
+            let annotations = push_annotations(&wasm, &reference, BTreeMap::new());
+            assert_eq!(
+                annotations["org.opencontainers.image.title"], "t",
+                "{section}"
+            );
+            assert_eq!(
+                annotations["org.opencontainers.image.licenses"], "MIT",
+                "{section}"
+            );
+        }
+        // No metadata: the title defaults to the repository name.
+        let wasm = module_with_section("other", metadata);
+        let annotations = push_annotations(&wasm, &reference, BTreeMap::new());
+        assert_eq!(annotations["org.opencontainers.image.title"], "repo-name");
+        assert!(!annotations.contains_key("org.opencontainers.image.licenses"));
+    }
 }
