@@ -494,8 +494,11 @@ spec:
                 panic!("policy-server exited:\n{}", server.log_tail(40));
             }
             let report = readiness(readiness_port).ok_or("no /readiness answer")?;
+            // `ready` follows the load by a moment (the listeners start
+            // after the policies are loaded), so it is part of the wait.
             if report["configDigest"] == json!(digest)
                 && report["policies"][&id]["state"] == "loaded"
+                && report["ready"] == true
             {
                 Ok(report)
             } else {
