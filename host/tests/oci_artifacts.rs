@@ -10,14 +10,16 @@
 //! compiled sample policies (`scripts/build-policies.sh`).
 
 mod common;
+#[path = "common/registry.rs"]
+mod registry;
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use common::{Options, TestServer, fixture, policies_dir, policies_yaml};
 use portcullis_host::fetch::{WASM_CONFIG_MEDIA_TYPE, WASM_LAYER_MEDIA_TYPE};
+use registry::Registry;
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
@@ -36,97 +38,6 @@ fn is_sha256_digest(text: &str) -> bool {
                 .bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     })
-}
-
-fn registry_bin() -> PathBuf {
-    if let Some(path) = std::env::var_os("PORTCULLIS_REGISTRY_BIN") {
-        return path.into();
-    }
-    let home = std::env::var_os("HOME").expect("HOME is set");
-    let path = Path::new(&home).join(".cache/portcullis/bin/registry");
-    assert!(
-        path.exists(),
-        "registry binary {} missing: run `scripts/go-tools.sh registry`",
-        path.display()
-    );
-    path
-}
-
-/// A plain-HTTP distribution registry on 127.0.0.1; killed on drop.
-struct Registry {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Registry {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let config = format!(
-            "version: 0.1\n\
-             log:\n  level: warn\n  accesslog:\n    disabled: true\n\
-             storage:\n  filesystem:\n    rootdirectory: {}\n\
-             http:\n  addr: 127.0.0.1:{port}\n  secret: portcullis-test\n",
-            dir.path().join("data").display()
-        );
-        let config_path = dir.path().join("config.yml");
-        std::fs::write(&config_path, config).unwrap();
-        let log = dir.path().join("registry.log");
-        let log_file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(registry_bin())
-            .arg("serve")
-            .arg(&config_path)
-            .env("OTEL_TRACES_EXPORTER", "none")
-            .env("OTEL_METRICS_EXPORTER", "none")
-            .env("OTEL_LOGS_EXPORTER", "none")
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().unwrap())
-            .stderr(log_file)
-            .spawn()
-            .expect("spawn registry");
-        let mut registry = Registry {
-            child,
-            port,
-            log,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(Some(status)) = registry.child.try_wait() {
-                panic!("registry exited with {status}: {}", registry.log_text());
-            }
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return registry;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "registry did not listen on {port} within 20s: {}",
-                registry.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Files the CLI and the policy-server share: a sources.yml listing the
@@ -255,7 +166,7 @@ async fn stored_manifest(registry: &Registry, repo: &str, tag: &str) -> Vec<u8> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sample_policies_push_pull_and_serve_from_a_registry() {
-    let registry = Registry::start();
+    let registry = Registry::start(None, None);
     let setup = Setup::new(&registry);
     let mut entries = Vec::new();
 
