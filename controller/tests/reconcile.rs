@@ -12,14 +12,13 @@ mod common;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use common::{control_plane, eventually, output_text, unique};
+use common::{TEST_LABEL, control_plane, eventually, install_rbac, jstr, output_text, unique};
 use portcullis_config::{PoliciesConfig, PolicyEntry};
 use portcullis_controller::resources::BuildOptions;
 use portcullis_tests::control_plane::{ControlPlane, TestNamespace};
 use serde_json::Value;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
-const TEST_LABEL: &str = "portcullis-test";
 
 /// A controller running on its own thread and runtime; stopped on drop.
 struct RunningController {
@@ -92,31 +91,6 @@ impl Drop for RunningController {
 /// The ServiceAccount the controller of a test runs as.
 fn controller_user(namespace: &str) -> String {
     format!("system:serviceaccount:{namespace}:portcullis-controller")
-}
-
-/// Applies controller/deploy/rbac.yaml and binds it to the controller's
-/// ServiceAccount in `namespace`.
-fn install_rbac(cp: &ControlPlane, namespace: &str, label: &str) {
-    let rbac = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/rbac.yaml");
-    cp.kubectl_ok(&["apply", "-f", rbac.to_str().expect("utf-8 path")]);
-    cp.apply(&format!(
-        r#"apiVersion: v1
-kind: ServiceAccount
-metadata: {{name: portcullis-controller, namespace: {namespace}}}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {{name: portcullis-controller-{label}, labels: {{{TEST_LABEL}: {label}}}}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: portcullis-controller}}
-subjects: [{{kind: ServiceAccount, name: portcullis-controller, namespace: {namespace}}}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {{name: portcullis-controller, namespace: {namespace}}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: portcullis-controller-namespace}}
-subjects: [{{kind: ServiceAccount, name: portcullis-controller, namespace: {namespace}}}]
-"#
-    ));
 }
 
 /// What the fake policy-server replica reports.
@@ -369,12 +343,6 @@ impl Drop for World {
             "--wait=false",
         ]);
     }
-}
-
-fn jstr<'a>(v: &'a Value, pointer: &str) -> &'a str {
-    v.pointer(pointer)
-        .and_then(Value::as_str)
-        .unwrap_or_default()
 }
 
 fn decode(v: &Value, pointer: &str) -> String {

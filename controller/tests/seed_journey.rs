@@ -61,14 +61,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use common::{control_plane, eventually, unique};
+use common::{TEST_LABEL, control_plane, eventually, install_rbac, jstr, unique};
 use portcullis_tests::control_plane::{ControlPlane, TestNamespace, target_dir};
 use portcullis_tests::e2e::{self, Kubectl};
 use portcullis_tests::policy_server as ps_support;
 use serde_json::{Value, json};
 
 const TIMEOUT: Duration = Duration::from_secs(90);
-const TEST_LABEL: &str = "portcullis-test";
 /// The pod-privileged policy's message for a privileged init container.
 const INIT_DENIAL: &str = "Privileged init container is not allowed";
 
@@ -132,43 +131,6 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .expect("bind a free port")
         .port()
-}
-
-fn jstr<'a>(v: &'a Value, pointer: &str) -> &'a str {
-    v.pointer(pointer)
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-}
-
-fn get_json(k: &Kubectl, ns: Option<&str>, kind: &str, name: &str) -> Option<Value> {
-    k.get_json(ns, kind, name)
-}
-
-/// Applies controller/deploy/rbac.yaml and binds it to the ServiceAccount
-/// `portcullis-controller` of `namespace`; returns the impersonated user.
-fn install_rbac<'a>(cp: &'a ControlPlane, namespace: &str, label: &str) -> BindingGuard<'a> {
-    let rbac = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/rbac.yaml");
-    cp.kubectl_ok(&["apply", "-f", rbac.to_str().expect("utf-8 path")]);
-    let binding = format!("portcullis-controller-{label}");
-    cp.apply(&format!(
-        r#"apiVersion: v1
-kind: ServiceAccount
-metadata: {{name: portcullis-controller, namespace: {namespace}}}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {{name: {binding}, labels: {{{TEST_LABEL}: {label}}}}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: portcullis-controller}}
-subjects: [{{kind: ServiceAccount, name: portcullis-controller, namespace: {namespace}}}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {{name: portcullis-controller, namespace: {namespace}}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: portcullis-controller-namespace}}
-subjects: [{{kind: ServiceAccount, name: portcullis-controller, namespace: {namespace}}}]
-"#
-    ));
-    BindingGuard { cp, name: binding }
 }
 
 /// A copy of the admin kubeconfig whose users impersonate the controller's
@@ -251,7 +213,9 @@ fn readiness(port: u16) -> Option<Value> {
 }
 
 fn policy_status(k: &Kubectl, cap: &str) -> (String, String) {
-    let v = get_json(k, None, "clusteradmissionpolicy", cap).unwrap_or(Value::Null);
+    let v = k
+        .get_json(None, "clusteradmissionpolicy", cap)
+        .unwrap_or(Value::Null);
     let reason = v["status"]["conditions"]
         .as_array()
         .and_then(|cs| cs.iter().find(|c| c["type"] == "PolicyActive"))
@@ -286,7 +250,10 @@ fn privileged_pod_is_denied_by_a_policy_server_configured_by_the_controller() {
     std::fs::create_dir_all(&dir).expect("test dir");
 
     // The controller: the binary, as deployed, with only its RBAC.
-    let _binding = install_rbac(cp, &ctl, &label);
+    let _binding = BindingGuard {
+        cp,
+        name: install_rbac(cp, &ctl, &label),
+    };
     let kubeconfig = impersonating_kubeconfig(cp, &ctl, &dir);
     let controller_log = dir.join("controller.log");
     let log = File::create(&controller_log).expect("controller log");
@@ -343,19 +310,19 @@ spec:
 
     // 2. What the controller wrote: ConfigMap, Secret, Deployment, Service.
     let configmap = eventually("the policy-server ConfigMap", TIMEOUT, || {
-        get_json(&k, Some(&ctl), "configmap", &object)
+        k.get_json(Some(&ctl), "configmap", &object)
             .filter(|cm| jstr(cm, "/data/policies.yml").contains(&id))
     });
     let secret = eventually("the serving-certificate Secret", TIMEOUT, || {
-        get_json(&k, Some(&ctl), "secret", &object).filter(|s| {
+        k.get_json(Some(&ctl), "secret", &object).filter(|s| {
             !jstr(s, "/data/tls.crt").is_empty() && !jstr(s, "/data/tls.key").is_empty()
         })
     });
     let deployment = eventually("the policy-server Deployment", TIMEOUT, || {
-        get_json(&k, Some(&ctl), "deployment", &object)
+        k.get_json(Some(&ctl), "deployment", &object)
     });
     let service = eventually("the policy-server Service", TIMEOUT, || {
-        get_json(&k, Some(&ctl), "service", &object)
+        k.get_json(Some(&ctl), "service", &object)
     });
     assert_eq!(
         service["spec"]["ports"],
@@ -539,7 +506,9 @@ spec:
     eventually("the policy to be active", TIMEOUT, || {
         (policy_status(&k, &cap).0 == "active").then_some(())
     });
-    let vwc = get_json(&k, None, "validatingwebhookconfiguration", &id).expect("webhook");
+    let vwc = k
+        .get_json(None, "validatingwebhookconfiguration", &id)
+        .expect("webhook");
     let hook = &vwc["webhooks"][0];
     assert_eq!(hook["name"], json!(webhook_name));
     assert_eq!(
@@ -547,7 +516,9 @@ spec:
         json!({"namespace": ctl, "name": object, "port": 443, "path": format!("/validate/{id}")})
     );
     assert_eq!(hook["failurePolicy"], "Fail");
-    let ca = get_json(&k, Some(&ctl), "secret", "portcullis-ca").expect("CA Secret");
+    let ca = k
+        .get_json(Some(&ctl), "secret", "portcullis-ca")
+        .expect("CA Secret");
     assert_eq!(
         jstr(hook, "/clientConfig/caBundle"),
         jstr(&ca, "/data/ca.crt"),
@@ -565,7 +536,7 @@ spec:
     let template_before = deployment["spec"]["template"].clone();
     cp.apply(&cap_manifest("{skip_init_containers: true}"));
     let configmap2 = eventually("the ConfigMap with the new settings", TIMEOUT, || {
-        get_json(&k, Some(&ctl), "configmap", &object)
+        k.get_json(Some(&ctl), "configmap", &object)
             .filter(|cm| jstr(cm, "/data/policies.yml").contains("skip_init_containers"))
     });
     let digest2 =
@@ -606,7 +577,9 @@ spec:
         e2e::PRIVILEGED_DENIAL,
     );
     assert!(server.is_running(), "the policy-server was not restarted");
-    let deployment2 = get_json(&k, Some(&ctl), "deployment", &object).expect("deployment");
+    let deployment2 = k
+        .get_json(Some(&ctl), "deployment", &object)
+        .expect("deployment");
     assert_eq!(
         deployment2["spec"]["template"], template_before,
         "a ConfigMap change must not change the pod template"

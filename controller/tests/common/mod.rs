@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use portcullis_tests::control_plane::ControlPlane;
+use serde_json::Value;
 
 /// The shared control plane with the Portcullis CRDs installed and Established.
 pub fn control_plane() -> &'static ControlPlane {
@@ -97,4 +98,41 @@ pub fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Optio
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Label that ties a test's objects to the controller it runs (`--selector`).
+pub const TEST_LABEL: &str = "portcullis-test";
+
+/// Applies controller/deploy/rbac.yaml and binds it to the controller's
+/// ServiceAccount in `namespace`; returns the ClusterRoleBinding's name.
+pub fn install_rbac(cp: &ControlPlane, namespace: &str, label: &str) -> String {
+    let rbac = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/rbac.yaml");
+    cp.kubectl_ok(&["apply", "-f", rbac.to_str().expect("utf-8 path")]);
+    let binding = format!("portcullis-controller-{label}");
+    cp.apply(&format!(
+        r#"apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: portcullis-controller, namespace: {namespace}}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {{name: {binding}, labels: {{{TEST_LABEL}: {label}}}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: portcullis-controller}}
+subjects: [{{kind: ServiceAccount, name: portcullis-controller, namespace: {namespace}}}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: portcullis-controller, namespace: {namespace}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: portcullis-controller-namespace}}
+subjects: [{{kind: ServiceAccount, name: portcullis-controller, namespace: {namespace}}}]
+"#
+    ));
+    binding
+}
+
+/// The string at a JSON pointer, or "" when absent.
+pub fn jstr<'a>(v: &'a Value, pointer: &str) -> &'a str {
+    v.pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
 }
