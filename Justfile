@@ -49,6 +49,21 @@ cluster-up:
 cluster-down:
     scripts/control-plane.sh down
 
+# ------------------------------------------------------------------ image
+# The Dockerfile builds with docker, or buildah where no Docker engine runs;
+# offline=1 builds on stand-ins for its base images, made from Debian packages
+# and rustup, for hosts that reach no container registry (docs/install.md).
+
+# Build the image TAG from the Dockerfile (offline=1: on stand-in base images).
+image tag="portcullis:dev" offline="0":
+    scripts/image.sh {{ if offline == "1" { "--offline-bases" } else { "" } }} {{ tag }}
+
+# Build the image, then test its user, labels, binaries, and policy-server as a webhook (tests/tests/image.rs).
+image-test tag="portcullis:dev" offline="0": policies (image tag offline)
+    scripts/go-tools.sh control-plane
+    PORTCULLIS_IMAGE="{{ tag }}" PORTCULLIS_IMAGE_REVISION="$(git rev-parse HEAD)" \
+        cargo test -p portcullis-tests --test image -- --ignored
+
 # ------------------------------------------------------------------- kind
 # A kind cluster running this checkout's image and Helm charts (needs Docker).
 # The whole round trip, see docs/kind.md:
@@ -70,7 +85,7 @@ kind-up:
 
 # Build the image portcullis:dev, load it into the kind cluster, and push the test policies to the kind registry.
 kind-load: policies
-    docker build -t portcullis:dev .
+    scripts/image.sh portcullis:dev
     "{{ kind_bin }}" load docker-image portcullis:dev --name "{{ kind_cluster }}"
     sources="$(mktemp)"; trap 'rm -f "$sources"' EXIT; \
     printf 'insecure_sources:\n  - "127.0.0.1:{{ kind_registry_port }}"\n' > "$sources"; \

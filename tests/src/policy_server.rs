@@ -6,12 +6,14 @@
 //! the binaries of the crate under test); it is looked up next to the test
 //! executable (`target/<profile>/policy-server`, so `CARGO_TARGET_DIR` is
 //! honoured) or taken from `$PORTCULLIS_POLICY_SERVER_BIN`. Build it with
-//! `cargo build -p portcullis-host --bins`.
+//! `cargo build -p portcullis-host --bins`. [`PolicyServer::start_in_container`]
+//! runs the policy-server of a container image instead (tests/tests/image.rs).
 //!
 //! Each server listens on `127.0.0.1` with port 0 for both listeners; the ports
 //! actually bound are read from its "policy-server ready" log line, so parallel
 //! tests never race for a port.
 
+use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{Read, Write};
@@ -142,9 +144,16 @@ impl Policy {
         &self.id
     }
 
-    fn to_json(&self) -> Result<Value> {
+    /// The policies-file entry; `modules` is where the server sees
+    /// [`policies_dir`] (`None`: at its own path).
+    fn to_json(&self, modules: Option<&Path>) -> Result<Value> {
+        let module = module_uri(&self.module)?;
+        let module = match modules {
+            Some(root) => format!("file://{}/{}.wasm", root.display(), self.module),
+            None => module,
+        };
         Ok(json!({
-            "module": module_uri(&self.module)?,
+            "module": module,
             "settings": self.settings,
             "policyMode": if self.monitor { "monitor" } else { "protect" },
             "allowedToMutate": self.allowed_to_mutate,
@@ -199,12 +208,86 @@ impl Pki {
     }
 }
 
+/// How a [`PolicyServer`] is started.
+#[derive(Debug)]
+enum Launch {
+    /// The `policy-server` binary of the build tree.
+    Binary(PathBuf),
+    /// The entrypoint of a container image.
+    Container {
+        runtime: ContainerRuntime,
+        image: String,
+    },
+}
+
+/// Environment variable naming the container runtime's command, with any
+/// global flags (e.g. `podman --runtime runc`); default: `docker` when a
+/// Docker engine answers, else `podman`.
+pub const CONTAINER_RUNTIME_ENV: &str = "PORTCULLIS_CONTAINER_RUNTIME";
+
+/// Where a containerised server finds its policies file and certificates.
+const CONTAINER_CONFIG_DIR: &str = "/config";
+/// Where a containerised server finds the sample policies.
+const CONTAINER_POLICIES_DIR: &str = "/policies";
+
+/// A container runtime CLI with a Docker-compatible `run`/`rm`/`image
+/// inspect` (docker or podman).
+#[derive(Debug, Clone)]
+pub struct ContainerRuntime {
+    program: String,
+    global_args: Vec<String>,
+}
+
+impl ContainerRuntime {
+    /// `$PORTCULLIS_CONTAINER_RUNTIME`, else docker if its engine answers, else podman.
+    pub fn detect() -> Result<ContainerRuntime> {
+        if let Some(spec) = std::env::var(CONTAINER_RUNTIME_ENV)
+            .ok()
+            .filter(|s| !s.trim().is_empty())
+        {
+            let mut words = spec.split_whitespace().map(str::to_string);
+            let program = words.next().unwrap_or_default();
+            return Ok(ContainerRuntime {
+                program,
+                global_args: words.collect(),
+            });
+        }
+        for program in ["docker", "podman"] {
+            let answers = Command::new(program)
+                .arg("info")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if answers {
+                return Ok(ContainerRuntime {
+                    program: program.to_string(),
+                    global_args: Vec::new(),
+                });
+            }
+        }
+        bail!(
+            "no container runtime: neither `docker info` nor `podman info` succeeds \
+             (set {CONTAINER_RUNTIME_ENV})"
+        )
+    }
+
+    /// A command for the runtime, with its global flags.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&self.global_args);
+        cmd
+    }
+}
+
 /// A running `policy-server` child process. Killed (SIGKILL) on drop; its
 /// directory (policies file, certificates, log) is removed unless the thread
 /// is panicking, in which case the path is printed so the log can be read.
 #[derive(Debug)]
 pub struct PolicyServer {
     child: Option<Child>,
+    /// The container runtime and container name, when the server runs in a container.
+    container: Option<(ContainerRuntime, String)>,
     dir: PathBuf,
     log_path: PathBuf,
     addr: SocketAddr,
@@ -217,8 +300,33 @@ impl PolicyServer {
     /// for `extra_sans`, and waits until `/readiness` answers 200 with every
     /// policy loaded.
     pub fn start(policies: &[Policy], extra_sans: &[String]) -> Result<PolicyServer> {
+        PolicyServer::launch(policies, extra_sans, &Launch::Binary(binary_path()?))
+    }
+
+    /// Like [`PolicyServer::start`], with the policy-server of the container
+    /// image `image` (its entrypoint) run by `runtime` instead of the binary
+    /// from the build tree. The container shares the host's network, so the
+    /// ports and URLs are the same as the binary's; the policies file and the
+    /// certificates are bind-mounted read-only at `/config`, the sample
+    /// policies at `/policies`, and the server runs as the image's user.
+    pub fn start_in_container(
+        runtime: &ContainerRuntime,
+        image: &str,
+        policies: &[Policy],
+        extra_sans: &[String],
+    ) -> Result<PolicyServer> {
+        PolicyServer::launch(
+            policies,
+            extra_sans,
+            &Launch::Container {
+                runtime: runtime.clone(),
+                image: image.to_string(),
+            },
+        )
+    }
+
+    fn launch(policies: &[Policy], extra_sans: &[String], how: &Launch) -> Result<PolicyServer> {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let bin = binary_path()?;
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let parent = target_dir().join("e2e");
         if n == 0 {
@@ -230,51 +338,94 @@ impl PolicyServer {
         }
         std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
 
+        // Where the server sees `dir` and the sample policies: in a container,
+        // at mount points of their own (the host paths may lie under
+        // directories its non-root user cannot enter, such as /root).
+        let (config_root, modules_root) = match how {
+            Launch::Binary(_) => (dir.clone(), None),
+            Launch::Container { .. } => (
+                PathBuf::from(CONTAINER_CONFIG_DIR),
+                Some(Path::new(CONTAINER_POLICIES_DIR)),
+            ),
+        };
+
         let mut file = serde_json::Map::new();
         for policy in policies {
-            file.insert(policy.id.clone(), policy.to_json()?);
+            file.insert(policy.id.clone(), policy.to_json(modules_root)?);
         }
-        let policies_path = dir.join("policies.json");
-        std::fs::write(&policies_path, serde_json::to_vec_pretty(&file)?)?;
+        std::fs::write(dir.join("policies.json"), serde_json::to_vec_pretty(&file)?)?;
 
         let pki = Pki::generate(extra_sans)?;
-        let cert = dir.join("tls.crt");
-        let key = dir.join("tls.key");
-        std::fs::write(&cert, &pki.cert_pem)?;
-        std::fs::write(&key, &pki.key_pem)?;
+        std::fs::write(dir.join("tls.crt"), &pki.cert_pem)?;
+        std::fs::write(dir.join("tls.key"), &pki.key_pem)?;
+        let cert = config_root.join("tls.crt");
+        let key = config_root.join("tls.key");
 
-        let log_path = dir.join("policy-server.log");
-        let log = File::create(&log_path)?;
-        let mut cmd = Command::new(&bin);
-        cmd.arg("--policies")
-            .arg(&policies_path)
-            .args([
+        let mut server_args: Vec<OsString> = vec![
+            "--policies".into(),
+            config_root.join("policies.json").into(),
+        ];
+        server_args.extend(
+            [
                 "--addr",
                 "127.0.0.1",
                 "--port",
                 "0",
                 "--readiness-probe-port",
                 "0",
-            ])
-            .arg("--cert-file")
-            .arg(&cert)
-            .arg("--key-file")
-            .arg(&key)
-            .args(["--log-fmt", "json", "--log-level", "info"])
-            .arg("--policies-download-dir")
-            .arg(dir.join("store"))
-            // Shared with the host tests: each module is compiled once per checkout.
-            .arg("--compiled-cache-dir")
-            .arg(target_dir().join("test-compiled-cache"))
-            .stdin(Stdio::null())
+                "--cert-file",
+            ]
+            .map(OsString::from),
+        );
+        server_args.push(cert.into());
+        server_args.push("--key-file".into());
+        server_args.push(key.into());
+        server_args.extend(["--log-fmt", "json", "--log-level", "info"].map(OsString::from));
+
+        let (mut cmd, container) = match how {
+            Launch::Binary(bin) => {
+                let mut cmd = Command::new(bin);
+                cmd.args(&server_args)
+                    .arg("--policies-download-dir")
+                    .arg(dir.join("store"))
+                    // Shared with the host tests: each module is compiled once per checkout.
+                    .arg("--compiled-cache-dir")
+                    .arg(target_dir().join("test-compiled-cache"));
+                (cmd, None)
+            }
+            Launch::Container { runtime, image } => {
+                let name = format!("portcullis-test-{}-{n}", std::process::id());
+                let modules = policies_dir();
+                let modules = modules
+                    .canonicalize()
+                    .with_context(|| format!("canonicalize {}", modules.display()))?;
+                let mut cmd = runtime.command();
+                cmd.args(["run", "--rm", "--network", "host", "--name", &name])
+                    .args(["--label", "dev.portcullis.test=policy-server"])
+                    .arg("-v")
+                    .arg(format!("{}:{CONTAINER_CONFIG_DIR}:ro", dir.display()))
+                    .arg("-v")
+                    .arg(format!("{}:{CONTAINER_POLICIES_DIR}:ro", modules.display()))
+                    .arg(image)
+                    .args(&server_args)
+                    // Writable for the image's non-root user: its own /tmp.
+                    .args(["--policies-download-dir", "/tmp/policies"]);
+                (cmd, Some((runtime.clone(), name)))
+            }
+        };
+
+        let log_path = dir.join("policy-server.log");
+        let log = File::create(&log_path)?;
+        cmd.stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
         die_with_spawning_thread(&mut cmd);
         let child = cmd
             .spawn()
-            .with_context(|| format!("spawn {}", bin.display()))?;
+            .with_context(|| format!("spawn {:?}", cmd.get_program()))?;
         let mut server = PolicyServer {
             child: Some(child),
+            container,
             dir,
             log_path,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -416,10 +567,24 @@ impl PolicyServer {
     /// Kills the server (SIGKILL) and waits for it: its port refuses connections
     /// afterwards. Idempotent.
     pub fn stop(&mut self) {
+        // Killing the runtime's client does not stop its container.
+        if let Some((runtime, name)) = self.container.take() {
+            let _ = runtime
+                .command()
+                .args(["rm", "--force", &name])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// The container's name, when the server runs in a container.
+    pub fn container_name(&self) -> Option<&str> {
+        self.container.as_ref().map(|(_, name)| name.as_str())
     }
 }
 
