@@ -294,3 +294,82 @@ async fn sample_policies_push_pull_and_serve_from_a_registry() {
     server.stop().await;
     drop(registry);
 }
+
+/// `(NAME, MODULE)` of each policy in `sample-policies/published.txt`.
+fn published_policies() -> Vec<(String, String)> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../sample-policies/published.txt");
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let mut words = l.split_whitespace();
+            match (words.next(), words.next(), words.next()) {
+                (Some(name), Some(module), None) => (name.to_owned(), module.to_owned()),
+                _ => panic!("{}: malformed line {l:?}", path.display()),
+            }
+        })
+        .collect()
+}
+
+/// `scripts/release.sh --policies-only` publishes every policy of
+/// `sample-policies/published.txt` under the names the charts use, prints each
+/// reference with its manifest digest, and each pulls back byte for byte.
+#[test]
+fn release_script_publishes_the_sample_policies() {
+    let registry = Registry::start(None, None);
+    let setup = Setup::new(&registry);
+    let prefix = format!("{}/portcullis-dev", registry.host());
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/release.sh");
+    let output = Command::new("bash")
+        .arg(&script)
+        .args(["--policies-only", &prefix])
+        .env("PORTCULLIS", env!("CARGO_BIN_EXE_portcullis"))
+        .env("POLICIES_DIR", policies_dir())
+        .env("SOURCES_PATH", &setup.sources)
+        .env("DOCKER_CONFIG", &setup.docker_config)
+        .env("PORTCULLIS_STORE", setup.dir.path().join("release-store"))
+        .env_remove("PORTCULLIS_SOURCES_PATH")
+        .env_remove("PORTCULLIS_DOCKER_CONFIG_JSON_PATH")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run scripts/release.sh");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "release.sh failed ({}):\nstdout: {stdout}\nstderr: {}\nregistry: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr),
+        registry.log_text()
+    );
+
+    let published = published_policies();
+    assert!(
+        published.iter().any(|(name, _)| name == "pod-privileged"),
+        "the recommended policy of charts/portcullis-defaults is published"
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines.len(),
+        published.len(),
+        "one line per policy:\n{stdout}"
+    );
+    let version = env!("CARGO_PKG_VERSION");
+    for ((name, module), line) in published.iter().zip(&lines) {
+        let reference = format!("registry://{prefix}/policies/{name}:v{version}");
+        let digest = line
+            .strip_prefix(&format!("{reference}@"))
+            .unwrap_or_else(|| panic!("expected {reference}@<digest>, got {line}"));
+        assert!(is_sha256_digest(digest), "{line}");
+
+        let out = setup.dir.path().join(format!("{name}.wasm"));
+        let pulled = setup.portcullis(&["pull", &reference, "-o", out.to_str().unwrap()]);
+        assert_eq!(pulled["manifest_digest"], digest, "{reference}");
+        assert_eq!(
+            std::fs::read(&out).unwrap(),
+            std::fs::read(module_path(module)).unwrap(),
+            "{reference} holds target/policies/{module}.wasm"
+        );
+    }
+}

@@ -635,6 +635,84 @@ fn kustomize_base_is_the_helm_render() {
     let _ = std::fs::remove_dir_all(&tmp);
 }
 
+/// Files under `dir` (recursively) whose name ends with one of `suffixes`.
+fn files_under(dir: &Path, suffixes: &[&str], found: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files_under(&path, suffixes, found);
+        } else if suffixes.iter().any(|s| path.to_string_lossy().ends_with(s)) {
+            found.push(path);
+        }
+    }
+}
+
+/// The charts' defaults and the docs point at artifacts a release publishes
+/// (`scripts/release.sh ghcr.io/portcullis-dev`): the charts' versions are the
+/// workspace version, every policy artifact named is in
+/// `sample-policies/published.txt` with the release's tag `v<version>`, and
+/// every image tag is the release's version (or `dev`, or a `<placeholder>`).
+#[test]
+fn published_references_match_the_release() {
+    const PREFIX: &str = "ghcr.io/portcullis-dev/";
+    let root = repo_root();
+    let version = env!("CARGO_PKG_VERSION");
+    for chart in CHARTS {
+        let meta: Value = serde_yaml::from_str(
+            &std::fs::read_to_string(chart_dir(chart).join("Chart.yaml")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(meta["version"], version, "{chart} version");
+        assert_eq!(meta["appVersion"], version, "{chart} appVersion");
+    }
+
+    let published: BTreeSet<String> =
+        std::fs::read_to_string(root.join("sample-policies/published.txt"))
+            .unwrap()
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+            .collect();
+    assert!(published.contains("pod-privileged"), "{published:?}");
+
+    let mut files = vec![root.join("README.md")];
+    for dir in ["charts", "deploy", "docs"] {
+        files_under(&root.join(dir), &[".yaml", ".md", ".json"], &mut files);
+    }
+    let mut checked = 0;
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        for (at, _) in text.match_indices(PREFIX) {
+            let reference: String = text[at + PREFIX.len()..]
+                .chars()
+                .take_while(|c| !c.is_whitespace() && !"\"'`),]".contains(*c))
+                .collect();
+            let Some((repo, tag)) = reference.rsplit_once(':') else {
+                continue; // a repository without a tag: `image.repository`
+            };
+            let place = format!("{} ({PREFIX}{reference})", file.display());
+            if let Some(policy) = repo.strip_prefix("policies/") {
+                assert!(
+                    published.contains(policy),
+                    "{place}: policy {policy} is not in sample-policies/published.txt"
+                );
+                assert_eq!(tag, format!("v{version}"), "{place}: policy tag");
+            } else {
+                assert_eq!(repo, "portcullis", "{place}: the only image is portcullis");
+                assert!(
+                    tag == version || tag == "dev" || tag.starts_with('<'),
+                    "{place}: image tag {tag} is not the release's {version}"
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 5, "only {checked} references found");
+}
+
 // ------------------------------------------------- against the real API server
 
 fn kubectl_stdin_ok(cp: &ControlPlane, args: &[&str], input: &str, what: &str) -> String {
