@@ -15,9 +15,12 @@
 # the policy-server, since that is what a PolicyServer's Deployment runs
 # without setting `command`.
 #
-# Build:  docker build -t ghcr.io/portcullis-dev/portcullis:0.1.0 \
-#           --build-arg VERSION=0.1.0 .
-# (Not built in CI here: the development machine has no Docker.)
+# Build:  scripts/image.sh [TAG]      (docker build, or buildah without a Docker engine;
+#         --offline-bases for hosts that reach no container registry)
+# or:     docker build -t ghcr.io/portcullis-dev/portcullis:0.1.0 \
+#           --build-arg VERSION=0.1.0 --build-arg REVISION=$(git rev-parse HEAD) .
+# Tested by `just image-test` (tests/tests/image.rs); not part of `./dev test`,
+# which must stay well inside CI's time budget.
 
 ARG RUST_IMAGE=rust:1.95-bookworm
 ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
@@ -28,12 +31,12 @@ WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked \
+    cargo build --profile dist --locked \
         -p portcullis-host -p portcullis-controller --bins \
  && mkdir -p /out \
- && cp target/release/policy-server \
-       target/release/portcullis-controller \
-       target/release/portcullis /out/
+ && cp target/dist/policy-server \
+       target/dist/portcullis-controller \
+       target/dist/portcullis /out/
 
 FROM ${RUNTIME_IMAGE}
 ARG VERSION=0.1.0
