@@ -5,19 +5,11 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
+use portcullis_telemetry::TelemetryArgs;
 
 use crate::server_config::{ServerConfig, default_workers};
 use crate::tls::TlsFiles;
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
 
 /// Portcullis policy-server: a Kubernetes admission webhook evaluating
 /// WebAssembly policies.
@@ -81,12 +73,9 @@ pub struct PolicyServerArgs {
     /// (set it to the policy-server's own namespace).
     #[arg(long, env = "PORTCULLIS_ALWAYS_ACCEPT_ADMISSION_REVIEWS_ON_NAMESPACE")]
     pub always_accept_admission_reviews_on_namespace: Option<String>,
-    /// Log filter: a level (info, debug, ...) or a tracing filter directive.
-    #[arg(long, env = "PORTCULLIS_LOG_LEVEL", default_value = "info")]
-    pub log_level: String,
-    /// Log format.
-    #[arg(long, env = "PORTCULLIS_LOG_FMT", value_enum, default_value_t = LogFormat::Text)]
-    pub log_fmt: LogFormat,
+    /// Logs and trace export: --log-level, --log-fmt, --otlp-endpoint.
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
     /// Exit non-zero at startup when any policy fails to load (and reject
     /// reloads that break a policy) instead of isolating it.
     #[arg(long, env = "PORTCULLIS_FAIL_FAST")]

@@ -84,12 +84,27 @@ impl RequestFacts {
     }
 }
 
-/// Evaluates `request` (the `request` member of the body) with policy `id`.
+/// Evaluates `request` (the `request` member of the body) with policy `id`,
+/// and records the answer (`allowed`, `mutated`: it carries a patch) on the
+/// request span.
 ///
 /// Only an unknown policy or a saturated server is an `Err`; every policy
 /// failure (load error, timeout, trap, bad output) is an AdmissionResponse
 /// with `allowed: false` and code 500, so the API server gets a verdict.
 pub async fn evaluate(
+    state: &AppState,
+    id: &str,
+    endpoint: Endpoint,
+    request: Value,
+) -> Result<AdmissionResponse, ApiError> {
+    let response = answer(state, id, endpoint, request).await?;
+    let span = tracing::Span::current();
+    span.record("allowed", response.allowed);
+    span.record("mutated", response.patch.is_some());
+    Ok(response)
+}
+
+async fn answer(
     state: &AppState,
     id: &str,
     endpoint: Endpoint,

@@ -13,7 +13,6 @@ pub mod cli;
 pub mod evaluation;
 pub mod fetch;
 pub mod http;
-pub mod logging;
 mod memory;
 pub mod metrics;
 pub mod module_source;

@@ -59,14 +59,20 @@ fn health_routes() -> Router<Arc<AppState>> {
         .route("/metrics", get(handlers::metrics))
 }
 
+/// The per-request span: in the logs, and the span exported as a trace
+/// (`--otlp-endpoint`). The handlers fill in the empty fields.
 fn make_span<B>(request: &Request<B>) -> tracing::Span {
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "request",
         method = %request.method(),
         path = %request.uri().path(),
         policy_id = tracing::field::Empty,
         uid = tracing::field::Empty,
-    )
+        allowed = tracing::field::Empty,
+        mutated = tracing::field::Empty,
+    );
+    portcullis_telemetry::set_remote_parent(&span, request.headers());
+    span
 }
 
 fn timeout_response(error: tower::BoxError, limit: Duration) -> Response {

@@ -6,15 +6,27 @@ use portcullis_host::cli::PolicyServerArgs;
 
 fn main() -> anyhow::Result<()> {
     let args = PolicyServerArgs::parse();
-    portcullis_host::logging::init(&args.log_level, args.log_fmt).map_err(anyhow::Error::msg)?;
     let config = args.to_server_config();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime
+    // Trace export runs its batch task on this runtime.
+    let telemetry = {
+        let _runtime = runtime.enter();
+        portcullis_telemetry::init(
+            &args
+                .telemetry
+                .options("policy-server", env!("CARGO_PKG_VERSION")),
+        )
+        .context("cannot set up logging and tracing")?
+    };
+    let result = runtime
         .block_on(portcullis_host::run(config, shutdown_signal()))
-        .context("policy-server failed")
+        .context("policy-server failed");
+    // Before the runtime goes: the last spans are sent from it.
+    telemetry.shutdown();
+    result
 }
 
 /// Completes on SIGTERM (Kubernetes) or Ctrl-C.

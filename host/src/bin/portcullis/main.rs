@@ -68,10 +68,20 @@ fn default_store() -> PathBuf {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log_level))
-        .with_writer(std::io::stderr)
-        .init();
+    let logging = portcullis_telemetry::init(&portcullis_telemetry::TelemetryOptions {
+        log_level: cli.log_level.clone(),
+        log_format: portcullis_telemetry::LogFormat::Text,
+        otlp_endpoint: None,
+        service_name: "portcullis".into(),
+        service_version: env!("CARGO_PKG_VERSION").into(),
+    });
+    let _logging = match logging {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
