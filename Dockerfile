@@ -51,6 +51,7 @@ LABEL org.opencontainers.image.title="portcullis" \
 COPY --from=builder /out/ /usr/local/bin/
 # distroless "nonroot": uid/gid 65532, no shell, no package manager.
 USER 65532:65532
-# Policy-server defaults: webhook 3000 (the controller sets 8443), probes/metrics 8081.
-EXPOSE 3000 8081
+# Policy-server defaults: webhook 3000 (the controller sets 8443), probes/metrics 8081;
+# controller: metrics and probes 8080.
+EXPOSE 3000 8081 8080
 ENTRYPOINT ["/usr/local/bin/policy-server"]

@@ -8,8 +8,9 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
@@ -35,6 +36,8 @@ use crate::crd::{
     AdmissionPolicy, ClusterAdmissionPolicy, PolicyServer, PolicyServerStatus, PolicyStatus,
     PolicyStatusEnum,
 };
+use crate::http::Health;
+use crate::metrics::Metrics;
 use crate::names::{
     ANNOTATION_CERT_INPUTS, ANNOTATION_CERT_NOT_AFTER, ANNOTATION_POLICY_NAME,
     ANNOTATION_POLICY_NAMESPACE, CA_SECRET, FIELD_MANAGER, FINALIZER, LABEL_POLICY_SERVER,
@@ -84,6 +87,8 @@ pub struct Context {
     /// Label selector restricting which PolicyServers and policies this
     /// instance handles (`None`: all).
     pub selector: Option<String>,
+    /// Where reconciliations are counted and timed.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Context {
@@ -128,16 +133,40 @@ pub async fn run_with_selector(
     selector: Option<String>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
+    run_observed(
+        client,
+        opts,
+        selector,
+        Arc::new(Metrics::new()),
+        Health::default(),
+        shutdown,
+    )
+    .await;
+}
+
+/// Like [`run_with_selector`], recording reconciliations and the policies'
+/// phases in `metrics`, and marking `health` ready once every controller has
+/// listed its objects from the API server.
+pub async fn run_observed(
+    client: Client,
+    opts: BuildOptions,
+    selector: Option<String>,
+    metrics: Arc<Metrics>,
+    health: Health,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
     let shutdown = shutdown.shared();
     let ctx = Arc::new(Context {
         client: client.clone(),
         opts,
         selector,
+        metrics,
     });
     let ns = ctx.opts.namespace.clone();
 
     let ps_api: Api<PolicyServer> = Api::all(client.clone());
     let ps_controller = Controller::new(ps_api, ctx.watcher_config());
+    let ps_store = ps_controller.store();
     let servers = ps_controller.store();
     let ps_controller = ps_controller
         .watches(
@@ -182,28 +211,84 @@ pub async fn run_with_selector(
             |p| Some(ObjectRef::new(&p.spec.policy_server)),
         )
         .graceful_shutdown_on(shutdown.clone())
-        .run(reconcile_policy_server, error_policy, ctx.clone())
+        .run(
+            instrumented(&ctx.metrics, reconcile_policy_server),
+            error_policy,
+            ctx.clone(),
+        )
         .for_each(|result| async move {
             if let Err(e) = result {
                 warn!(error = %e, "policy-server reconcile failed");
             }
         });
 
-    let cap = policy_controller::<ClusterAdmissionPolicy>(ctx.clone(), shutdown.clone(), false);
-    let ap = policy_controller::<AdmissionPolicy>(ctx.clone(), shutdown, true);
-    futures_util::join!(ps_controller, cap, ap);
+    let (cap_store, cap) =
+        policy_controller::<ClusterAdmissionPolicy>(ctx.clone(), shutdown.clone(), false);
+    let (ap_store, ap) = policy_controller::<AdmissionPolicy>(ctx.clone(), shutdown.clone(), true);
+    ctx.metrics.track_policies(cap_store.clone());
+    ctx.metrics.track_policies(ap_store.clone());
+    // The stores fill once each controller's first LIST succeeded: from then
+    // on the API server is reachable and every object has been queued.
+    let synced = async move {
+        let synced = futures_util::future::try_join3(
+            ps_store.wait_until_ready(),
+            cap_store.wait_until_ready(),
+            ap_store.wait_until_ready(),
+        );
+        tokio::select! {
+            synced = synced => {
+                if synced.is_ok() {
+                    health.set_ready();
+                    info!("caches synced, ready");
+                }
+            }
+            // Stopped before the first sync: never ready.
+            () = shutdown => {}
+        }
+    };
+    futures_util::join!(ps_controller, cap, ap, synced);
 }
 
-/// Builds and runs the controller of one policy kind.
-async fn policy_controller<P: Policy>(
+/// Wraps a reconcile function so that every reconciliation is counted (by
+/// kind and result) and timed here, in one place, rather than in each
+/// reconciler. The `kind` label is the Kubernetes kind of `K`.
+fn instrumented<K, F, Fut>(
+    metrics: &Metrics,
+    reconcile: F,
+) -> impl FnMut(Arc<K>, Arc<Context>) -> BoxFuture<'static, Result<Action, Error>> + use<K, F, Fut>
+where
+    K: Resource<DynamicType = ()>,
+    F: Fn(Arc<K>, Arc<Context>) -> Fut,
+    Fut: Future<Output = Result<Action, Error>> + Send + 'static,
+{
+    let kind: Arc<str> = K::kind(&()).into();
+    metrics.register_reconciler(&kind);
+    move |object, ctx| {
+        let metrics = ctx.metrics.clone();
+        let kind = kind.clone();
+        let reconciliation = reconcile(object, ctx);
+        async move {
+            let started = Instant::now();
+            let result = reconciliation.await;
+            metrics.record_reconcile(&kind, started.elapsed(), result.is_ok());
+            result
+        }
+        .boxed()
+    }
+}
+
+/// Builds the controller of one policy kind: its cache, and the future that
+/// runs it until `shutdown`.
+fn policy_controller<P: Policy>(
     ctx: Arc<Context>,
     shutdown: futures_util::future::Shared<impl Future<Output = ()> + Send + 'static>,
     namespaced: bool,
-) {
+) -> (Store<P>, impl Future<Output = ()>) {
     let client = ctx.client.clone();
     let ns = ctx.opts.namespace.clone();
     let controller = Controller::new(P::api_all(client.clone()), ctx.watcher_config());
     let store = controller.store();
+    let cache = store.clone();
 
     let by_server = |store: Store<P>| {
         move |server: String| -> Vec<ObjectRef<P>> {
@@ -240,7 +325,7 @@ async fn policy_controller<P: Policy>(
     let for_server = by_server(store.clone());
     let for_deployment = by_server(store.clone());
     let for_config_map = by_server(store);
-    controller
+    let run = controller
         .watches(
             Api::<Secret>::namespaced(client.clone(), &ns),
             ca_watch_config(),
@@ -288,13 +373,17 @@ async fn policy_controller<P: Policy>(
             move |w| mutating_owner(&w.metadata),
         )
         .graceful_shutdown_on(shutdown)
-        .run(reconcile_policy::<P>, error_policy, ctx)
+        .run(
+            instrumented(&ctx.metrics, reconcile_policy::<P>),
+            error_policy,
+            ctx,
+        )
         .for_each(|result| async move {
             if let Err(e) = result {
                 warn!(error = %e, "policy reconcile failed");
             }
-        })
-        .await;
+        });
+    (cache, run)
 }
 
 /// Watch config of the CA Secret: a rotation re-issues every serving

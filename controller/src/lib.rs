@@ -7,6 +7,8 @@
 pub mod certs;
 pub mod controller;
 pub mod crd;
+pub mod http;
+pub mod metrics;
 pub mod names;
 pub mod policy;
 pub mod readiness;

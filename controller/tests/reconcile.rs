@@ -240,6 +240,8 @@ impl World {
         let controller = if binary {
             let child = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis-controller"))
                 .args(["--selector", &selector, "--log-level", "warn"])
+                // Any free port: tests run in parallel.
+                .args(["--metrics-addr", "127.0.0.1:0"])
                 .env("KUBECONFIG", cp.kubeconfig_path())
                 .env("PORTCULLIS_NAMESPACE", ns.name())
                 .spawn()

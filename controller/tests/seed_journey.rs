@@ -61,8 +61,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use common::{TEST_LABEL, control_plane, eventually, install_rbac, jstr, unique};
-use portcullis_tests::control_plane::{ControlPlane, TestNamespace, target_dir};
+use common::{
+    BindingGuard, TEST_LABEL, control_plane, eventually, impersonating_kubeconfig, install_rbac,
+    jstr, unique,
+};
+use portcullis_tests::control_plane::{TestNamespace, target_dir};
 use portcullis_tests::e2e::{self, Kubectl};
 use portcullis_tests::policy_server as ps_support;
 use serde_json::{Value, json};
@@ -107,54 +110,12 @@ impl Drop for Proc {
     }
 }
 
-/// Removes the RBAC binding of the test's controller on drop.
-struct BindingGuard<'a> {
-    cp: &'a ControlPlane,
-    name: String,
-}
-
-impl Drop for BindingGuard<'_> {
-    fn drop(&mut self) {
-        let _ = self.cp.kubectl(&[
-            "delete",
-            "clusterrolebinding",
-            &self.name,
-            "--ignore-not-found",
-            "--wait=false",
-        ]);
-    }
-}
-
 /// A port that was free a moment ago on 127.0.0.1.
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("bind a free port")
         .port()
-}
-
-/// A copy of the admin kubeconfig whose users impersonate the controller's
-/// ServiceAccount (`as` / `as-groups`), as a Pod's token would authenticate.
-fn impersonating_kubeconfig(cp: &ControlPlane, namespace: &str, dir: &Path) -> PathBuf {
-    let text = std::fs::read_to_string(cp.kubeconfig_path()).expect("read kubeconfig");
-    let mut config: serde_yaml::Value = serde_yaml::from_str(&text).expect("kubeconfig YAML");
-    let users = config
-        .get_mut("users")
-        .and_then(serde_yaml::Value::as_sequence_mut)
-        .expect("kubeconfig users");
-    for user in users {
-        let user = user.get_mut("user").expect("user entry");
-        user["as"] = format!("system:serviceaccount:{namespace}:portcullis-controller").into();
-        user["as-groups"] = serde_yaml::to_value(vec![
-            "system:serviceaccounts".to_string(),
-            format!("system:serviceaccounts:{namespace}"),
-            "system:authenticated".to_string(),
-        ])
-        .expect("groups");
-    }
-    let path = dir.join("controller.kubeconfig");
-    std::fs::write(&path, serde_yaml::to_string(&config).expect("serialize")).expect("write");
-    path
 }
 
 /// Writes `files` into `dir` as the kubelet's atomic writer does for a
@@ -261,6 +222,7 @@ fn privileged_pod_is_denied_by_a_policy_server_configured_by_the_controller() {
         child: Command::new(env!("CARGO_BIN_EXE_portcullis-controller"))
             .args(["--selector", &format!("{TEST_LABEL}={label}")])
             .args(["--log-level", "info", "--log-fmt", "json"])
+            .args(["--metrics-addr", "127.0.0.1:0"])
             .env("KUBECONFIG", &kubeconfig)
             .env("PORTCULLIS_NAMESPACE", &ctl)
             .stdin(Stdio::null())

@@ -2,4 +2,5 @@
 
 pub mod control_plane;
 pub mod e2e;
+pub mod http;
 pub mod policy_server;

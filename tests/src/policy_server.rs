@@ -14,10 +14,9 @@
 //! tests never race for a port.
 
 use std::ffi::OsString;
-use std::fmt::Write as _;
 use std::fs::File;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Read;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -483,7 +482,7 @@ impl PolicyServer {
             std::thread::sleep(Duration::from_millis(50));
         }
         // The ready line is logged once the listeners serve; confirm with the probe.
-        let (status, body) = http_get(self.readiness_addr, "/readiness")?;
+        let (status, body) = crate::http::get(self.readiness_addr, "/readiness")?;
         if status != 200 {
             bail!("GET /readiness answered {status}: {body}");
         }
@@ -639,29 +638,4 @@ fn die_with_spawning_thread(cmd: &mut Command) {
             Ok(())
         });
     }
-}
-
-/// A minimal HTTP/1.1 GET (the probe listener is plain HTTP): status and body.
-fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .with_context(|| format!("connect to {addr}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut request = String::new();
-    write!(
-        request,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    stream.write_all(request.as_bytes())?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .with_context(|| format!("malformed HTTP response: {response:?}"))?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
 }

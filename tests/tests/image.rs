@@ -109,7 +109,7 @@ fn image_is_non_root_labelled_and_runs_every_binary() {
             "revision label is not a commit id: {revision:?}"
         ),
     }
-    for port in ["3000/tcp", "8081/tcp"] {
+    for port in ["3000/tcp", "8081/tcp", "8080/tcp"] {
         assert!(
             config["ExposedPorts"].get(port).is_some(),
             "port {port} not exposed: {config}"
@@ -350,6 +350,9 @@ fn image_controller_installs_its_crds_and_reconciles_a_policy_server() {
             &selector,
             "--log-fmt",
             "json",
+            // Host network: any free port rather than the default 8080.
+            "--metrics-addr",
+            "127.0.0.1:0",
         ],
     );
 

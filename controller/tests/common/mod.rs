@@ -2,7 +2,7 @@
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -135,4 +135,48 @@ pub fn jstr<'a>(v: &'a Value, pointer: &str) -> &'a str {
     v.pointer(pointer)
         .and_then(Value::as_str)
         .unwrap_or_default()
+}
+
+/// Removes the RBAC binding of the test's controller on drop.
+pub struct BindingGuard<'a> {
+    /// The control plane.
+    pub cp: &'a ControlPlane,
+    /// Name of the ClusterRoleBinding (from [`install_rbac`]).
+    pub name: String,
+}
+
+impl Drop for BindingGuard<'_> {
+    fn drop(&mut self) {
+        let _ = self.cp.kubectl(&[
+            "delete",
+            "clusterrolebinding",
+            &self.name,
+            "--ignore-not-found",
+            "--wait=false",
+        ]);
+    }
+}
+
+/// A copy of the admin kubeconfig whose users impersonate the controller's
+/// ServiceAccount (`as` / `as-groups`), as a Pod's token would authenticate.
+pub fn impersonating_kubeconfig(cp: &ControlPlane, namespace: &str, dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(cp.kubeconfig_path()).expect("read kubeconfig");
+    let mut config: serde_yaml::Value = serde_yaml::from_str(&text).expect("kubeconfig YAML");
+    let users = config
+        .get_mut("users")
+        .and_then(serde_yaml::Value::as_sequence_mut)
+        .expect("kubeconfig users");
+    for user in users {
+        let user = user.get_mut("user").expect("user entry");
+        user["as"] = format!("system:serviceaccount:{namespace}:portcullis-controller").into();
+        user["as-groups"] = serde_yaml::to_value(vec![
+            "system:serviceaccounts".to_string(),
+            format!("system:serviceaccounts:{namespace}"),
+            "system:authenticated".to_string(),
+        ])
+        .expect("groups");
+    }
+    let path = dir.join("controller.kubeconfig");
+    std::fs::write(&path, serde_yaml::to_string(&config).expect("serialize")).expect("write");
+    path
 }
