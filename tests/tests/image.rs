@@ -1,6 +1,7 @@
 //! The container image built from the `Dockerfile`: its configuration, its
 //! three binaries, its policy-server as a real admission webhook of the local
-//! kube-apiserver, and its controller reconciling a PolicyServer there.
+//! kube-apiserver, and its controller reconciling a PolicyServer there and
+//! serving its metrics and probes.
 //!
 //! Ignored by default (they need a built image and a container runtime); run
 //! them with `just image-test`, which builds the image first, or:
@@ -21,6 +22,7 @@ use portcullis_tests::e2e::{
     Endpoint, Kubectl, PROPAGATION_TIMEOUT, Webhook, WebhookKind, assert_default_labels,
     assert_privileged_pod_denied, eventually, wait_for_default_service_account,
 };
+use portcullis_tests::http;
 use portcullis_tests::policy_server::{ContainerRuntime, Policy, PolicyServer};
 use serde_json::{Value, json};
 
@@ -404,6 +406,34 @@ fn image_controller_installs_its_crds_and_reconciles_a_policy_server() {
                 "Secret portcullis-ca has no {key}"
             );
         }
+
+        // Its metrics and probes, on the port it logged.
+        let addr: std::net::SocketAddr = controller
+            .logs()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|e| e["fields"]["message"] == "serving metrics and health")
+            .and_then(|e| e["fields"]["addr"].as_str().and_then(|a| a.parse().ok()))
+            .unwrap_or_else(|| panic!("no 'serving metrics and health' line with an addr"));
+        for path in ["/healthz", "/readyz"] {
+            let (status, body) =
+                http::get(addr, path).unwrap_or_else(|e| panic!("GET {path}: {e:#}"));
+            assert_eq!(status, 200, "GET {path}: {body}");
+        }
+        let (status, metrics) =
+            http::get(addr, "/metrics").unwrap_or_else(|e| panic!("GET /metrics: {e:#}"));
+        assert_eq!(status, 200);
+        let reconciled = metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(r#"portcullis_controller_reconciliations_total{kind="PolicyServer",result="success"} "#)
+            })
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        assert!(
+            reconciled >= 1,
+            "no successful PolicyServer reconcile in /metrics:\n{metrics}"
+        );
     });
 
     // Deleting waits for the controller's finalizer, so the controller must
