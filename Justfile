@@ -83,10 +83,11 @@ kind-up:
     "{{ kind_bin }}" get clusters | grep -qx "{{ kind_cluster }}" || "{{ kind_bin }}" create cluster --name "{{ kind_cluster }}" --wait 180s
     docker inspect "{{ kind_registry }}" >/dev/null 2>&1 || docker run -d --restart=always --name "{{ kind_registry }}" --network kind -p "127.0.0.1:{{ kind_registry_port }}:5000" registry:2
 
-# Build the image portcullis:dev, load it into the kind cluster, and push the test policies to the kind registry.
+# Build the image portcullis:dev (also tagged portcullis:dev-upgrade, for the upgrade test), load both into the kind cluster, and push the test policies to the kind registry.
 kind-load: policies
     scripts/image.sh portcullis:dev
-    "{{ kind_bin }}" load docker-image portcullis:dev --name "{{ kind_cluster }}"
+    docker tag portcullis:dev portcullis:dev-upgrade
+    "{{ kind_bin }}" load docker-image portcullis:dev portcullis:dev-upgrade --name "{{ kind_cluster }}"
     sources="$(mktemp)"; trap 'rm -f "$sources"' EXIT; \
     printf 'insecure_sources:\n  - "127.0.0.1:{{ kind_registry_port }}"\n' > "$sources"; \
     for p in pod-privileged-wapc pod-privileged-component default-labels-wapc; do \
@@ -104,7 +105,8 @@ kind-install:
 kind-e2e:
     registry_ip="$(docker inspect -f '{{{{ .NetworkSettings.Networks.kind.IPAddress }}' "{{ kind_registry }}")"; \
     export PORTCULLIS_KIND_CONTEXT="{{ kind_context }}" PORTCULLIS_KIND_NAMESPACE="{{ kind_namespace }}" \
-        PORTCULLIS_KIND_REGISTRY="$registry_ip:5000" PORTCULLIS_KIND_IMAGE=portcullis:dev HELM="{{ helm_bin }}"; \
+        PORTCULLIS_KIND_REGISTRY="$registry_ip:5000" PORTCULLIS_KIND_IMAGE=portcullis:dev \
+        PORTCULLIS_KIND_UPGRADE_IMAGE=portcullis:dev-upgrade HELM="{{ helm_bin }}"; \
     cargo test -p portcullis-tests --test kind_e2e -- --ignored --skip uninstall_leaves_no_webhooks; \
     cargo test -p portcullis-tests --test kind_e2e -- --ignored --exact uninstall_leaves_no_webhooks
 

@@ -8,12 +8,14 @@ use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations as K8sRule, ServiceReference,
     ValidatingWebhook, ValidatingWebhookConfiguration, WebhookClientConfig,
 };
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvVar, HTTPGetAction, KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Service,
-    ServicePort, ServiceSpec, Volume, VolumeMount,
+    EnvVar, HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource,
+    SecurityContext, Service, ServicePort, ServiceSpec, SleepAction, Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
@@ -259,6 +261,11 @@ fn http_probe(path: &str, port: i32, period: i32) -> Probe {
     }
 }
 
+/// Seconds a terminating policy-server Pod keeps serving before it is sent
+/// SIGTERM (its `preStop` sleep). With the policy-server's default 20 s
+/// drain this fits the default 30 s termination grace period.
+pub const PRE_STOP_SLEEP_SECONDS: i64 = 5;
+
 /// The policy-server Deployment.
 pub fn deployment(
     ps_name: &str,
@@ -398,6 +405,20 @@ pub fn deployment(
         ]),
         readiness_probe: Some(http_probe("/readiness", server.readiness_probe_port, 5)),
         liveness_probe: Some(http_probe("/livez", server.readiness_probe_port, 10)),
+        // A terminating Pod keeps serving while the endpoints controller and
+        // kube-proxy stop routing to it; only then does SIGTERM start the
+        // drain. Without the pause, webhook calls routed to it in that window
+        // fail (and with failurePolicy Fail, reject). A sleep action, not a
+        // command: the image has no shell.
+        lifecycle: Some(Lifecycle {
+            pre_stop: Some(LifecycleHandler {
+                sleep: Some(SleepAction {
+                    seconds: PRE_STOP_SLEEP_SECONDS,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
         security_context: Some(
             security
                 .container
@@ -432,6 +453,15 @@ pub fn deployment(
                 match_labels: Some(policy_server_selector(ps_name)),
                 ..Default::default()
             },
+            // Never below the desired number of serving replicas during an
+            // upgrade: an admission webhook short of capacity times out.
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".to_string()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_unavailable: Some(IntOrString::Int(0)),
+                    max_surge: Some(IntOrString::String("25%".to_string())),
+                }),
+            }),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
@@ -807,6 +837,18 @@ spec:
             .as_ref()
             .unwrap();
         assert_eq!(live.path.as_deref(), Some("/livez"));
+        let pre_stop = c
+            .lifecycle
+            .as_ref()
+            .and_then(|l| l.pre_stop.as_ref())
+            .and_then(|h| h.sleep.as_ref());
+        assert_eq!(pre_stop.map(|s| s.seconds), Some(PRE_STOP_SLEEP_SECONDS));
+        let rolling = spec
+            .strategy
+            .as_ref()
+            .and_then(|s| s.rolling_update.as_ref())
+            .unwrap();
+        assert_eq!(rolling.max_unavailable, Some(IntOrString::Int(0)));
         let env: BTreeMap<_, _> = c
             .env
             .as_ref()

@@ -98,6 +98,12 @@ impl Proc {
     fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+
+    /// Stops the process (SIGKILL, as a Pod's container is gone) and waits.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Drop for Proc {
@@ -387,34 +393,37 @@ spec:
         env.iter().map(|(k, v)| (k.clone(), remap(v))).collect();
 
     // The policy-server, as the container would run it.
-    let server_log = dir.join("policy-server.log");
-    let log = File::create(&server_log).expect("policy-server log");
     let bin = ps_support::binary_path().expect("policy-server binary");
-    let mut server = Proc {
-        child: Command::new(&bin)
-            .envs(&pod_env)
-            .arg("--policies")
-            .arg(&pod_env["PORTCULLIS_POLICIES"])
-            .arg("--cert-file")
-            .arg(&pod_env["PORTCULLIS_CERT_FILE"])
-            .arg("--key-file")
-            .arg(&pod_env["PORTCULLIS_KEY_FILE"])
-            .args(["--addr", "127.0.0.1"])
-            .args(["--port", &pod_env["PORTCULLIS_PORT"]])
-            .args([
-                "--readiness-probe-port",
-                &pod_env["PORTCULLIS_READINESS_PROBE_PORT"],
-            ])
-            .args(["--log-fmt", "json", "--log-level", "info"])
-            .arg("--compiled-cache-dir")
-            .arg(target_dir().join("test-compiled-cache"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log fd"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn policy-server"),
-        log: server_log,
+    let spawn_server = |log_name: &str| -> Proc {
+        let server_log = dir.join(log_name);
+        let log = File::create(&server_log).expect("policy-server log");
+        Proc {
+            child: Command::new(&bin)
+                .envs(&pod_env)
+                .arg("--policies")
+                .arg(&pod_env["PORTCULLIS_POLICIES"])
+                .arg("--cert-file")
+                .arg(&pod_env["PORTCULLIS_CERT_FILE"])
+                .arg("--key-file")
+                .arg(&pod_env["PORTCULLIS_KEY_FILE"])
+                .args(["--addr", "127.0.0.1"])
+                .args(["--port", &pod_env["PORTCULLIS_PORT"]])
+                .args([
+                    "--readiness-probe-port",
+                    &pod_env["PORTCULLIS_READINESS_PROBE_PORT"],
+                ])
+                .args(["--log-fmt", "json", "--log-level", "info"])
+                .arg("--compiled-cache-dir")
+                .arg(target_dir().join("test-compiled-cache"))
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("log fd"))
+                .stderr(log)
+                .spawn()
+                .expect("spawn policy-server"),
+            log: server_log,
+        }
     };
+    let mut server = spawn_server("policy-server.log");
     let report = e2e::eventually(
         "the policy-server to serve the ConfigMap's policies.yml",
         TIMEOUT,
@@ -451,17 +460,21 @@ spec:
         (!pods.is_empty()).then_some(pods)
     });
     assert_eq!(pods.len(), 1, "replicas: 1 → {pods:?}");
+    // What the kubelet would report once the container passes its probe.
+    let mark_ready = |pod: &str| {
+        k.ok(&[
+            "-n",
+            &ctl,
+            "patch",
+            pod,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"phase":"Running","podIP":"127.0.0.1","podIPs":[{"ip":"127.0.0.1"}],"conditions":[{"type":"Ready","status":"True"},{"type":"ContainersReady","status":"True"}]}}"#,
+        ])
+    };
     let pod = pods[0].clone();
-    k.ok(&[
-        "-n",
-        &ctl,
-        "patch",
-        &pod,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        r#"{"status":{"phase":"Running","podIP":"127.0.0.1","podIPs":[{"ip":"127.0.0.1"}],"conditions":[{"type":"Ready","status":"True"},{"type":"ContainersReady","status":"True"}]}}"#,
-    ]);
+    mark_ready(&pod);
     let pod_uid = k.ok(&["-n", &ctl, "get", &pod, "-o", "jsonpath={.metadata.uid}"]);
 
     // 4. Active: the webhook is registered and the policy-server enforces it.
@@ -557,6 +570,103 @@ spec:
         "jsonpath={.items[*].metadata.uid}",
     ]);
     assert_eq!(pods2.trim(), pod_uid, "the Pod was not replaced");
+
+    // 6. A policy-server upgrade: a new image rolls the Deployment. The
+    // webhook stays in place (and enforces) while the rollout is under way,
+    // and the policy is active again on the new Pod.
+    let upgraded_image = "ghcr.io/portcullis/policy-server:test-upgrade";
+    let webhooks_before = k
+        .get_json(None, "validatingwebhookconfiguration", &id)
+        .expect("webhook")["webhooks"]
+        .clone();
+    k.ok(&[
+        "patch",
+        "policyserver",
+        &ps,
+        "--type=merge",
+        "-p",
+        &json!({"spec": {"image": upgraded_image}}).to_string(),
+    ]);
+    eventually("the Deployment to run the new image", TIMEOUT, || {
+        k.get_json(Some(&ctl), "deployment", &object)
+            .filter(|d| jstr(d, "/spec/template/spec/containers/0/image") == upgraded_image)
+    });
+    eventually(
+        "the policy pending (PolicyServerNotReady) during the rollout",
+        TIMEOUT,
+        || {
+            (policy_status(&k, &cap) == ("pending".to_string(), "PolicyServerNotReady".to_string()))
+                .then_some(())
+        },
+    );
+    // The surge Pod of the new ReplicaSet exists next to the old, Ready one.
+    let new_pod = eventually("the new ReplicaSet's Pod", TIMEOUT, || {
+        let out = k.ok(&[
+            "-n",
+            &ctl,
+            "get",
+            "pods",
+            "-l",
+            &selector,
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name} {.metadata.uid}{\"\\n\"}{end}",
+        ]);
+        out.lines()
+            .filter_map(|l| l.split_once(' '))
+            .find(|(_, uid)| *uid != pod_uid.trim())
+            .map(|(name, _)| format!("pod/{name}"))
+    });
+    // Enforcement does not lapse: the webhook is unchanged and still denies.
+    assert_eq!(
+        k.get_json(None, "validatingwebhookconfiguration", &id)
+            .expect("the webhook stays during the rollout")["webhooks"],
+        webhooks_before,
+        "the webhook is not rewritten by an image change"
+    );
+    e2e::assert_pod_rejected(
+        &k,
+        &e2e::privileged_pod("privileged-during-upgrade", &apps),
+        e2e::PRIVILEGED_DENIAL,
+    );
+    // The new container replaces the old process (one address stands in for
+    // both Pods here) and serves the same configuration; its Pod turns Ready.
+    server.kill();
+    let mut upgraded = spawn_server("policy-server-upgraded.log");
+    e2e::eventually("the upgraded policy-server to serve", TIMEOUT, || {
+        if !upgraded.is_running() {
+            panic!("policy-server exited:\n{}", upgraded.log_tail(40));
+        }
+        let report = readiness(readiness_port).ok_or("no /readiness answer")?;
+        if report["configDigest"] == json!(digest2) && report["ready"] == true {
+            Ok(())
+        } else {
+            Err(report.to_string())
+        }
+    });
+    mark_ready(&new_pod);
+    eventually("the policy active again after the rollout", TIMEOUT, || {
+        (policy_status(&k, &cap) == ("active".to_string(), "WebhookRegistered".to_string()))
+            .then_some(())
+    });
+    let remaining = k.ok(&[
+        "-n",
+        &ctl,
+        "get",
+        "pods",
+        "-l",
+        &selector,
+        "-o",
+        "jsonpath={.items[*].metadata.uid}",
+    ]);
+    assert!(
+        !remaining.contains(pod_uid.trim()),
+        "the old Pod is gone after the rollout: {remaining}"
+    );
+    e2e::assert_privileged_pod_denied(&k, &apps, "privileged-after-upgrade", &webhook_name);
+    e2e::assert_pod_admitted(
+        &k,
+        &e2e::unprivileged_pod("unprivileged-after-upgrade", &apps),
+    );
 
     // Every object above was written by the controller as its ServiceAccount.
     let user = format!("system:serviceaccount:{ctl}:portcullis-controller");

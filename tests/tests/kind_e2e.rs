@@ -27,6 +27,8 @@
 //!   pod-privileged-wapc, pod-privileged-component and default-labels-wapc
 //!   (`just kind-load` pushes them).
 //! - `PORTCULLIS_KIND_IMAGE`: the policy-server image (default `portcullis:dev`).
+//! - `PORTCULLIS_KIND_UPGRADE_IMAGE`: the image the upgrade test rolls a
+//!   policy-server to (default `portcullis:dev-upgrade`).
 //! - `HELM`: the helm binary (default `~/.cache/portcullis/bin/helm`, else `helm`).
 //!
 //! The tests share one PolicyServer, `kind-e2e` (created on first use with the
@@ -39,14 +41,17 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use portcullis_tests::e2e::{
-    Kubectl, assert_default_labels, assert_pod_admitted, assert_privileged_pod_admitted,
-    assert_privileged_pod_denied, dry_run_pod, eventually, privileged_pod, unprivileged_pod,
-    wait_for_default_service_account, wait_until_admitted,
+    Kubectl, PRIVILEGED_DENIAL, assert_default_labels, assert_pod_admitted,
+    assert_privileged_pod_admitted, assert_privileged_pod_denied, dry_run_pod, eventually,
+    privileged_pod, unprivileged_pod, wait_for_default_service_account, wait_until_admitted,
 };
 use serde_json::{Value, json};
 
 /// The PolicyServer every test's policies run on.
 const POLICY_SERVER: &str = "kind-e2e";
+/// The PolicyServer the upgrade test rolls, apart from the others' so that
+/// its rollout does not slow them down.
+const UPGRADE_POLICY_SERVER: &str = "kind-e2e-upgrade";
 /// Label naming the PolicyServer an object belongs to (controller/src/names.rs).
 const LABEL_POLICY_SERVER: &str = "policies.portcullis.dev/policy-server";
 /// Label on every webhook configuration the controller writes (controller/src/names.rs).
@@ -94,6 +99,13 @@ fn registry() -> String {
 
 fn image() -> String {
     std::env::var("PORTCULLIS_KIND_IMAGE").unwrap_or_else(|_| "portcullis:dev".to_string())
+}
+
+/// The image a policy-server is upgraded to (`just kind-load` loads
+/// `portcullis:dev` under this second tag too).
+fn upgrade_image() -> String {
+    std::env::var("PORTCULLIS_KIND_UPGRADE_IMAGE")
+        .unwrap_or_else(|_| "portcullis:dev-upgrade".to_string())
 }
 
 fn helm() -> std::process::Command {
@@ -221,6 +233,7 @@ struct PolicyGuard {
 /// A policy on the test PolicyServer for Pod CREATE/UPDATE. A
 /// ClusterAdmissionPolicy selects only `namespace`; an AdmissionPolicy lives in it.
 struct PolicySpec<'a> {
+    policy_server: &'a str,
     kind: PolicyKind,
     name: &'a str,
     namespace: &'a str,
@@ -233,7 +246,7 @@ struct PolicySpec<'a> {
 impl PolicySpec<'_> {
     fn manifest(&self) -> Value {
         let mut spec = json!({
-            "policyServer": POLICY_SERVER,
+            "policyServer": self.policy_server,
             "module": self.module,
             "mode": self.mode,
             "mutating": self.mutating,
@@ -356,15 +369,15 @@ fn labels_settings(labels: &[(&str, &str)]) -> Value {
 }
 
 /// `(uid, restartCount)` of every container of every policy-server pod of
-/// the test PolicyServer, sorted.
-fn policy_server_pods(k: &Kubectl) -> Vec<(String, u64)> {
+/// PolicyServer `server`, sorted.
+fn policy_server_pods(k: &Kubectl, server: &str) -> Vec<(String, u64)> {
     let text = k.ok(&[
         "get",
         "pods",
         "-n",
         &controller_namespace(),
         "-l",
-        &format!("{LABEL_POLICY_SERVER}={POLICY_SERVER}"),
+        &format!("{LABEL_POLICY_SERVER}={server}"),
         "-o",
         "json",
     ]);
@@ -454,6 +467,7 @@ fn setup(prefix: &str) -> (Kubectl, Namespace) {
 fn cluster_policy_denies_privileged_pods() {
     let (k, ns) = setup("priv");
     let policy = PolicySpec {
+        policy_server: POLICY_SERVER,
         kind: PolicyKind::Cluster,
         name: &format!("priv-{}", ns.name()),
         namespace: ns.name(),
@@ -475,6 +489,7 @@ fn mutating_cluster_policy_adds_default_labels() {
     let (k, ns) = setup("labels");
     let labels = [("portcullis.dev/managed", "true"), ("team", "platform")];
     let policy = PolicySpec {
+        policy_server: POLICY_SERVER,
         kind: PolicyKind::Cluster,
         name: &format!("labels-{}", ns.name()),
         namespace: ns.name(),
@@ -494,6 +509,7 @@ fn mutating_cluster_policy_adds_default_labels() {
 fn monitor_mode_admits_and_logs_the_would_be_denial() {
     let (k, ns) = setup("monitor");
     let policy = PolicySpec {
+        policy_server: POLICY_SERVER,
         kind: PolicyKind::Cluster,
         name: &format!("monitor-{}", ns.name()),
         namespace: ns.name(),
@@ -540,6 +556,7 @@ fn namespaced_admission_policy_applies_to_its_namespace_only() {
     let (k, ns) = setup("ap");
     let other = Namespace::new(&k, "ap-other");
     let policy = PolicySpec {
+        policy_server: POLICY_SERVER,
         kind: PolicyKind::Namespaced,
         name: "privileged",
         namespace: ns.name(),
@@ -562,6 +579,7 @@ fn policy_change_takes_effect_without_restarting_the_policy_server() {
     let (k, ns) = setup("reload");
     let name = format!("reload-{}", ns.name());
     let spec = |revision| PolicySpec {
+        policy_server: POLICY_SERVER,
         kind: PolicyKind::Cluster,
         name: &name,
         namespace: ns.name(),
@@ -578,7 +596,7 @@ fn policy_change_takes_effect_without_restarting_the_policy_server() {
         "before",
         &[("portcullis.dev/revision", "one")],
     );
-    let pods_before = policy_server_pods(&k);
+    let pods_before = policy_server_pods(&k, POLICY_SERVER);
     assert!(!pods_before.is_empty(), "no policy-server pods");
 
     let _updated = spec("two").apply(&k);
@@ -606,10 +624,139 @@ fn policy_change_takes_effect_without_restarting_the_policy_server() {
     );
 
     assert_eq!(
-        policy_server_pods(&k),
+        policy_server_pods(&k, POLICY_SERVER),
         pods_before,
         "the policy-server pods (uid, restartCount) changed: the policy change restarted them"
     );
+}
+
+/// Whether Deployment `name` has finished rolling out `image`: the current
+/// generation observed, every replica updated, ready and available, and no
+/// Pod of an older ReplicaSet left.
+fn rolled_out(k: &Kubectl, name: &str, image: &str) -> bool {
+    let Some(d) = k.get_json(Some(&controller_namespace()), "deployment", name) else {
+        return false;
+    };
+    let status = &d["status"];
+    let want = &d["spec"]["replicas"];
+    d["spec"]["template"]["spec"]["containers"][0]["image"] == image
+        && status["observedGeneration"].as_i64() >= d["metadata"]["generation"].as_i64()
+        && &status["replicas"] == want
+        && &status["updatedReplicas"] == want
+        && &status["readyReplicas"] == want
+        && &status["availableReplicas"] == want
+}
+
+#[test]
+#[ignore = "needs Docker and a kind cluster: just kind-up kind-load kind-install kind-e2e"]
+fn policy_server_upgrade_keeps_enforcing() {
+    let k = kubectl();
+    let ns = Namespace::new(&k, "upgrade");
+    let server = json!({
+        "apiVersion": "policies.portcullis.dev/v1",
+        "kind": "PolicyServer",
+        "metadata": { "name": UPGRADE_POLICY_SERVER },
+        "spec": {
+            "image": image(),
+            "replicas": 2,
+            "insecureSources": [registry()],
+        },
+    });
+    k.apply(&server);
+    let _delete_server = Cleanup(
+        k.clone(),
+        vec![
+            "delete".into(),
+            "policyserver".into(),
+            UPGRADE_POLICY_SERVER.into(),
+            "--ignore-not-found".into(),
+            "--wait=false".into(),
+        ],
+    );
+    let policy = PolicySpec {
+        policy_server: UPGRADE_POLICY_SERVER,
+        kind: PolicyKind::Cluster,
+        name: &format!("upgrade-{}", ns.name()),
+        namespace: ns.name(),
+        module: module("pod-privileged-wapc"),
+        mode: "protect",
+        mutating: false,
+        settings: json!({}),
+    }
+    .apply(&k);
+    policy.wait_active("protect");
+    assert_privileged_pod_denied(&k, ns.name(), "before-upgrade", &policy.webhook());
+    let pods_before = policy_server_pods(&k, UPGRADE_POLICY_SERVER);
+    assert_eq!(pods_before.len(), 2, "two replicas: {pods_before:?}");
+
+    // The upgrade: a new image on the PolicyServer. While the Deployment
+    // rolls (one surge Pod at a time, never below two serving; each
+    // terminating Pod keeps serving through its preStop pause), every
+    // privileged Pod is rejected by the policy itself, never by a failed call.
+    let new_image = upgrade_image();
+    let mut upgraded = server.clone();
+    upgraded["spec"]["image"] = json!(new_image);
+    k.apply(&upgraded);
+    let deployment = format!("policy-server-{UPGRADE_POLICY_SERVER}");
+    let started = std::time::Instant::now();
+    let mut samples = 0u32;
+    loop {
+        let pod = privileged_pod(&format!("during-upgrade-{samples}"), ns.name());
+        let out = dry_run_pod(&k, &pod);
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "sample {samples}: a privileged Pod was admitted during the upgrade"
+        );
+        assert!(
+            text.contains(PRIVILEGED_DENIAL),
+            "sample {samples} after {:?}: rejected, but not by the policy (a failed webhook call?):\n{text}",
+            started.elapsed()
+        );
+        samples += 1;
+        if rolled_out(&k, &deployment, &new_image) {
+            break;
+        }
+        assert!(
+            started.elapsed() < ACTIVATION_TIMEOUT,
+            "deployment {deployment} did not roll out {new_image} within {ACTIVATION_TIMEOUT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!(
+        "upgrade rolled out in {:?}; {samples} privileged Pods sent meanwhile, all denied by the policy",
+        started.elapsed()
+    );
+
+    // Every Pod was replaced (the old ones finish terminating after their
+    // preStop pause and drain), the policy is active on the new ones, and it denies.
+    eventually(
+        "only the two upgraded policy-server Pods left",
+        ACTIVATION_TIMEOUT,
+        || {
+            let pods = policy_server_pods(&k, UPGRADE_POLICY_SERVER);
+            let replaced = pods
+                .iter()
+                .all(|(uid, _)| !pods_before.iter().any(|(old, _)| old == uid));
+            if pods.len() == 2 && replaced {
+                Ok(())
+            } else {
+                Err(format!("pods {pods:?}, before the upgrade {pods_before:?}"))
+            }
+        },
+    );
+    policy.wait_active("protect");
+    assert_privileged_pod_denied(&k, ns.name(), "after-upgrade", &policy.webhook());
+}
+
+/// Runs a kubectl command on drop (best effort): cleanup that must happen
+/// even when an assertion fails.
+struct Cleanup(Kubectl, Vec<String>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = self.0.run(&self.1);
+    }
 }
 
 /// Uninstalls the charts: `just kind-e2e` runs it alone, after the others.
@@ -618,6 +765,7 @@ fn policy_change_takes_effect_without_restarting_the_policy_server() {
 fn uninstall_leaves_no_webhooks() {
     let (k, ns) = setup("uninstall");
     let policy = PolicySpec {
+        policy_server: POLICY_SERVER,
         kind: PolicyKind::Cluster,
         name: &format!("uninstall-{}", ns.name()),
         namespace: ns.name(),
