@@ -56,6 +56,7 @@ cluster-down:
 
 # Build the image TAG from the Dockerfile (offline=1: on stand-in base images).
 image tag="portcullis:dev" offline="0":
+    PORTCULLIS_SETUP_IMAGE=1 scripts/setup.sh
     scripts/image.sh {{ if offline == "1" { "--offline-bases" } else { "" } }} {{ tag }}
 
 # Build the image, then test its user, labels, binaries, and policy-server as a webhook (tests/tests/image.rs).

@@ -47,3 +47,22 @@ if [ "${PORTCULLIS_SETUP_BENCH:-0}" = 1 ] && ! command -v wrk >/dev/null 2>&1; t
         apt-get update -qq && apt-get install -y -qq wrk
     fi
 fi
+
+# Building and testing the image without a Docker engine: buildah builds it,
+# podman runs it, debootstrap makes the offline base images. Only for
+# `just image` / `just image-test` on hosts without Docker.
+if [ "${PORTCULLIS_SETUP_IMAGE:-0}" = 1 ] && ! { command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; }; then
+    missing=()
+    for tool in buildah podman debootstrap; do
+        command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+            echo "setup: apt-get install ${missing[*]}"
+            apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+        else
+            echo "setup: no Docker engine, and ${missing[*]} missing: install them (Debian: apt-get install ${missing[*]})" >&2
+            exit 1
+        fi
+    fi
+fi
