@@ -249,6 +249,19 @@ pub async fn run_observed(
     futures_util::join!(ps_controller, cap, ap, synced);
 }
 
+/// Creates the reconciliation series of every kind at zero, so that a
+/// process that does not reconcile (a leader-election standby) exports them
+/// too, as the leader does from its start.
+pub fn register_reconcilers(metrics: &Metrics) {
+    for kind in [
+        PolicyServer::kind(&()),
+        ClusterAdmissionPolicy::kind(&()),
+        AdmissionPolicy::kind(&()),
+    ] {
+        metrics.register_reconciler(&kind);
+    }
+}
+
 /// Wraps a reconcile function so that every reconciliation is counted (by
 /// kind and result) and timed here, in one place, rather than in each
 /// reconciler. The `kind` label is the Kubernetes kind of `K`.

@@ -16,7 +16,9 @@ use tokio::net::TcpListener;
 use crate::metrics::Metrics;
 
 /// Whether the controller is ready: set once every controller has listed its
-/// objects from the API server (see `controller::run_observed`).
+/// objects from the API server (see `controller::run_observed`), or, for a
+/// leader-election standby, once it has read the Lease (the API server
+/// answers and its RBAC works; it runs no controllers to sync).
 #[derive(Debug, Clone, Default)]
 pub struct Health {
     ready: Arc<AtomicBool>,
@@ -110,7 +112,7 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: the controllers have not listed their objects yet\n",
+            "not ready: the controllers have not listed their objects yet (or, on a standby, the Lease has not been read)\n",
         )
     }
 }

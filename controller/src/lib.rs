@@ -8,6 +8,7 @@ pub mod certs;
 pub mod controller;
 pub mod crd;
 pub mod http;
+pub mod leader;
 pub mod metrics;
 pub mod names;
 pub mod policy;

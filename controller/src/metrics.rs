@@ -16,7 +16,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetri
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -75,6 +75,7 @@ pub struct Metrics {
     reconciliations: Family<ReconcileLabels, Counter>,
     durations: Family<KindLabels, Histogram>,
     policies: std::sync::Arc<PolicyPhases>,
+    leader: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -110,11 +111,18 @@ impl Metrics {
             durations.clone(),
         );
         registry.register_collector(Box::new(policies.clone()));
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this process is the leader and runs the reconcilers, else 0 (a standby, or stopped reconciling)",
+            leader.clone(),
+        );
         Self {
             registry,
             reconciliations,
             durations,
             policies,
+            leader,
         }
     }
 
@@ -150,6 +158,11 @@ impl Metrics {
                 kind: kind.to_string(),
             })
             .observe(duration.as_secs_f64());
+    }
+
+    /// Records whether this process leads (runs the reconcilers).
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
     }
 
     /// Counts the policies in `store` (a controller's cache of one policy
@@ -260,9 +273,27 @@ mod tests {
             r#"portcullis_controller_reconcile_duration_seconds_bucket{le="2.5",kind="AdmissionPolicy"} 0"#,
             r#"portcullis_controller_reconcile_duration_seconds_bucket{le="5.0",kind="AdmissionPolicy"} 1"#,
             "# TYPE portcullis_controller_policies gauge",
+            "# TYPE portcullis_controller_leader gauge",
+            "portcullis_controller_leader 0",
         ] {
             assert!(text.contains(line), "missing {line:?} in:\n{text}");
         }
+    }
+
+    #[test]
+    fn leader_gauge() {
+        let metrics = Metrics::new();
+        let value = |metrics: &Metrics| -> Option<String> {
+            let text = metrics.encode().unwrap();
+            text.lines()
+                .find_map(|l| l.strip_prefix("portcullis_controller_leader "))
+                .map(str::to_string)
+        };
+        assert_eq!(value(&metrics).as_deref(), Some("0"));
+        metrics.set_leader(true);
+        assert_eq!(value(&metrics).as_deref(), Some("1"));
+        metrics.set_leader(false);
+        assert_eq!(value(&metrics).as_deref(), Some("0"));
     }
 
     #[test]

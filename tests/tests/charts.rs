@@ -280,6 +280,16 @@ fn assert_rbac(docs: &[Value], namespace: &str) {
         grants("", "pods"),
         vec!["get".to_string(), "list".to_string()]
     );
+    // Leader election: the Lease in the controller's namespace only (no
+    // ClusterRole may grant leases: see CLUSTER_RESOURCES).
+    assert_eq!(
+        grants("coordination.k8s.io", "leases"),
+        vec![
+            "get".to_string(),
+            "create".to_string(),
+            "update".to_string()
+        ]
+    );
     let rb = one(docs, "RoleBinding", "portcullis-controller");
     assert_eq!(rb["metadata"]["namespace"], namespace);
     assert_eq!(rb["roleRef"]["kind"], "Role");
@@ -363,8 +373,14 @@ fn controller_chart_default_render() {
             "--log-fmt",
             "json",
             "--metrics-addr",
-            "0.0.0.0:8080"
+            "0.0.0.0:8080",
+            "--leader-elect=true"
         ]
+    );
+    // The leader-election identity is the Pod name.
+    assert_eq!(
+        c["env"],
+        serde_json::json!([{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}])
     );
     assert_eq!(
         c["ports"],
@@ -461,6 +477,8 @@ fn controller_chart_custom_values() {
             "telemetry.otlp.endpoint=http://otel-collector.observability:4318",
             "--set",
             "preDeleteHook.enabled=false",
+            "--set",
+            "leaderElection.enabled=false",
         ],
     ));
     assert_rbac(&docs, "policy-system");
@@ -483,7 +501,10 @@ fn controller_chart_custom_values() {
     let c = &template["spec"]["containers"][0];
     assert_eq!(
         c["env"],
-        serde_json::json!([{"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": "http://otel-collector.observability:4318"}])
+        serde_json::json!([
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": "http://otel-collector.observability:4318"},
+        ])
     );
     assert_eq!(c["ports"][0]["name"], "metrics");
     assert_eq!(c["ports"][0]["containerPort"], 9090);
@@ -502,6 +523,7 @@ fn controller_chart_custom_values() {
             "text",
             "--metrics-addr",
             "0.0.0.0:9090",
+            "--leader-elect=false",
             "--no-always-accept-own-namespace",
             "--selector",
             "shard=a"
@@ -517,6 +539,8 @@ fn values_schemas_reject_bad_values() {
         ("portcullis-controller", "replicas=-1"),
         ("portcullis-controller", "unknownKey=1"),
         ("portcullis-controller", "metricsPort=0"),
+        ("portcullis-controller", "leaderElection.enabled=maybe"),
+        ("portcullis-controller", "leaderElection.leaseName=x"),
         (
             "portcullis-controller",
             "telemetry.prometheusAnnotations.port=9090",
@@ -689,6 +713,68 @@ fn kustomize_base_is_the_helm_render() {
         );
     }
     let _ = std::fs::remove_dir_all(&tmp);
+}
+
+/// The `portcullis-controller` binary of this build (next to the test
+/// executable, as cargo builds it for the workspace's tests).
+fn controller_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable");
+    exe.ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join("portcullis-controller"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "portcullis-controller not found next to {}: `cargo build -p portcullis-controller`",
+                exe.display()
+            )
+        })
+}
+
+/// The controller binary parses exactly the arguments the chart's Deployment
+/// gives it, with default and non-default values (a flag the binary does not
+/// know would crash-loop the Pod, and no API server check sees that).
+#[test]
+fn controller_binary_accepts_the_charts_arguments() {
+    let bin = controller_binary();
+    for values in [
+        &[][..],
+        &[
+            "--set",
+            "alwaysAcceptOwnNamespace=false",
+            "--set",
+            "selector=shard=a",
+            "--set",
+            "leaderElection.enabled=false",
+            "--set",
+            "logFormat=text",
+            "--set",
+            "metricsPort=9090",
+        ][..],
+    ] {
+        let docs = parse(&render("portcullis-controller", "portcullis", values));
+        let c = &one(&docs, "Deployment", "portcullis-controller")["spec"]["template"]["spec"]["containers"]
+            [0];
+        assert_eq!(
+            strings(&c["command"]),
+            ["/usr/local/bin/portcullis-controller"]
+        );
+        let args = strings(&c["args"]);
+        // `--help` after the chart's arguments: clap rejects an unknown or
+        // malformed one before it prints the help.
+        let out = Command::new(&bin)
+            .args(&args)
+            .arg("--help")
+            .env_clear()
+            .output()
+            .expect("run portcullis-controller");
+        assert!(
+            out.status.success(),
+            "portcullis-controller rejects the chart's arguments {args:?} ({values:?}):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 /// Files under `dir` (recursively) whose name ends with one of `suffixes`.
@@ -1085,6 +1171,29 @@ fn rbac_and_pre_delete_hook_against_the_api_server() {
         None
     ));
     assert!(!can_i(cp, sa, ns, "create", "pods", Some(ns)));
+    // Leader election: its Lease, in the release namespace only.
+    for verb in ["get", "create", "update"] {
+        assert!(
+            can_i(cp, sa, ns, verb, "leases.coordination.k8s.io", Some(ns)),
+            "{verb} leases"
+        );
+    }
+    assert!(!can_i(
+        cp,
+        sa,
+        ns,
+        "delete",
+        "leases.coordination.k8s.io",
+        Some(ns)
+    ));
+    assert!(!can_i(
+        cp,
+        sa,
+        ns,
+        "update",
+        "leases.coordination.k8s.io",
+        Some("portcullis-hook-other")
+    ));
 
     let hook_sa = "hooktest-pre-delete";
     assert!(can_i(

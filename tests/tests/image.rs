@@ -346,6 +346,8 @@ fn image_controller_installs_its_crds_and_reconciles_a_policy_server() {
             "--entrypoint",
             "/usr/local/bin/portcullis-controller",
             &image,
+            // `run` and its flags, as the chart's Deployment passes them.
+            "run",
             "--namespace",
             ns.name(),
             "--selector",
