@@ -106,8 +106,13 @@ pub const TEST_LABEL: &str = "portcullis-test";
 /// Applies controller/deploy/rbac.yaml and binds it to the controller's
 /// ServiceAccount in `namespace`; returns the ClusterRoleBinding's name.
 pub fn install_rbac(cp: &ControlPlane, namespace: &str, label: &str) -> String {
-    let rbac = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/rbac.yaml");
-    cp.kubectl_ok(&["apply", "-f", rbac.to_str().expect("utf-8 path")]);
+    // Once per test binary (one control plane each): two tests applying the
+    // same new ClusterRoles at once race, and one gets AlreadyExists.
+    static CLUSTER_ROLES: OnceLock<()> = OnceLock::new();
+    CLUSTER_ROLES.get_or_init(|| {
+        let rbac = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/rbac.yaml");
+        cp.kubectl_ok(&["apply", "-f", rbac.to_str().expect("utf-8 path")]);
+    });
     let binding = format!("portcullis-controller-{label}");
     cp.apply(&format!(
         r#"apiVersion: v1
