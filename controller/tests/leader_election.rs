@@ -16,19 +16,14 @@
 
 mod common;
 
-use std::fs::File;
-use std::io::Read as _;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::{
-    BindingGuard, TEST_LABEL, control_plane, eventually, impersonating_kubeconfig, install_rbac,
-    jstr, unique,
+    BindingGuard, Controller, Objects, TEST_LABEL, control_plane, eventually,
+    impersonating_kubeconfig, install_rbac, jstr, sample, unique,
 };
 use portcullis_tests::control_plane::{ControlPlane, TestNamespace, target_dir};
-use portcullis_tests::http;
 use serde_json::Value;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -40,97 +35,8 @@ const LEASE_DURATION: Duration = Duration::from_secs(15);
 /// The renew deadline.
 const RENEW_DEADLINE: Duration = Duration::from_secs(10);
 
-/// One controller process, killed on drop if still running.
-struct Controller {
-    id: String,
-    child: Child,
-    log: PathBuf,
-    addr: Option<SocketAddr>,
-}
-
+/// This test's readings of a controller's metrics.
 impl Controller {
-    /// Starts the binary as the controller's ServiceAccount (`kubeconfig`) in
-    /// `ns`, handling only objects labelled `label`.
-    fn start(
-        dir: &Path,
-        kubeconfig: &Path,
-        ns: &str,
-        label: &str,
-        id: &str,
-        extra_env: &[(&str, &str)],
-    ) -> Controller {
-        let log_path = dir.join(format!("{id}.log"));
-        let log = File::create(&log_path).expect("controller log");
-        let child = Command::new(env!("CARGO_BIN_EXE_portcullis-controller"))
-            .args(["--selector", &format!("{TEST_LABEL}={label}")])
-            .args(["--metrics-addr", "127.0.0.1:0"])
-            .args(["--leader-election-id", id])
-            .args(["--log-level", "info", "--log-fmt", "json"])
-            .env("KUBECONFIG", kubeconfig)
-            .env("PORTCULLIS_NAMESPACE", ns)
-            .env_remove("POD_NAME")
-            .env_remove("PORTCULLIS_LEADER_ELECT")
-            .envs(extra_env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log fd"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn portcullis-controller");
-        Controller {
-            id: id.to_string(),
-            child,
-            log: log_path,
-            addr: None,
-        }
-    }
-
-    fn log(&self) -> String {
-        let mut text = String::new();
-        if let Ok(mut f) = File::open(&self.log) {
-            let _ = f.read_to_string(&mut text);
-        }
-        text
-    }
-
-    /// `fields` (plus `level`) of every JSON log event.
-    fn events(&self) -> Vec<Value> {
-        self.log()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter_map(|e| {
-                let mut fields = e.get("fields").cloned()?;
-                fields["level"] = e["level"].clone();
-                Some(fields)
-            })
-            .collect()
-    }
-
-    fn assert_running(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            panic!("controller {} exited ({status}):\n{}", self.id, self.log());
-        }
-    }
-
-    /// The address of the metrics listener, from the startup log line.
-    fn addr(&mut self) -> SocketAddr {
-        if let Some(addr) = self.addr {
-            return addr;
-        }
-        let addr = eventually("the 'serving metrics and health' log line", TIMEOUT, || {
-            self.assert_running();
-            self.events()
-                .into_iter()
-                .find(|f| f["message"] == "serving metrics and health")
-                .and_then(|f| f["addr"].as_str().and_then(|a| a.parse().ok()))
-        });
-        self.addr = Some(addr);
-        addr
-    }
-
-    fn metrics(&mut self) -> String {
-        get_ok(self.addr(), "/metrics")
-    }
-
     /// `portcullis_controller_leader`.
     fn leader_gauge(&mut self) -> Option<f64> {
         sample(&self.metrics(), "portcullis_controller_leader", &[])
@@ -153,83 +59,6 @@ impl Controller {
             .filter(|l| l.starts_with("portcullis_controller_reconciliations_total{"))
             .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
             .sum()
-    }
-
-    fn wait_ready(&mut self) {
-        let addr = self.addr();
-        eventually(
-            &format!("/readyz of {} to answer 200", self.id),
-            TIMEOUT,
-            || {
-                self.assert_running();
-                http::get(addr, "/readyz")
-                    .ok()
-                    .filter(|(status, _)| *status == 200)
-            },
-        );
-        get_ok(addr, "/healthz");
-    }
-
-    /// Waits for the process to exit on its own.
-    fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait for the controller") {
-                return status;
-            }
-            assert!(
-                started.elapsed() < timeout,
-                "controller {} still runs after {timeout:?}:\n{}",
-                self.id,
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn terminate(&mut self) -> ExitStatus {
-        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
-        // SAFETY: kill(2) with a valid signal number on our own child's pid;
-        // no memory is shared.
-        let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
-        assert_eq!(sent, 0, "kill(SIGTERM) failed");
-        self.wait_exit(EXIT_TIMEOUT)
-    }
-
-    fn logged(&self, message: &str) -> bool {
-        self.events().iter().any(|f| f["message"] == message)
-    }
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("--- {} ---\n{}", self.log.display(), self.log());
-        }
-    }
-}
-
-/// Deletes the test's PolicyServers on drop. Declared after the controllers,
-/// so that on a panic it runs while they still do (finalizers need one).
-struct Objects<'a> {
-    cp: &'a ControlPlane,
-    label: String,
-}
-
-impl Drop for Objects<'_> {
-    fn drop(&mut self) {
-        let _ = self.cp.kubectl(&[
-            "delete",
-            "policyservers",
-            "-l",
-            &format!("{TEST_LABEL}={}", self.label),
-            "--ignore-not-found",
-            "--timeout=30s",
-        ]);
     }
 }
 
@@ -277,6 +106,7 @@ impl Setup {
         portcullis_controller::leader::lease_name(Some(&self.selector()))
     }
 
+    /// A controller with leader-election identity `id`, and `extra_env`.
     fn controller(&self, id: &str, extra_env: &[(&str, &str)]) -> Controller {
         Controller::start(
             &self.dir,
@@ -284,7 +114,14 @@ impl Setup {
             self.ns(),
             &self.label,
             id,
-            extra_env,
+            |cmd| {
+                // The identity and whether to elect come from this test, not
+                // from the environment it runs in.
+                cmd.args(["--leader-election-id", id])
+                    .env_remove("POD_NAME")
+                    .env_remove("PORTCULLIS_LEADER_ELECT")
+                    .envs(extra_env.iter().copied());
+            },
         )
     }
 
@@ -356,28 +193,6 @@ spec:
     }
 }
 
-/// The value of the sample `name{labels…}` in a text exposition, whatever
-/// the order of its labels.
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.rsplit_once(' '))
-        .find(|(series, _)| {
-            let (series_name, series_labels) = series.split_once('{').unwrap_or((series, ""));
-            series_name == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| series_labels.contains(&format!("{k}=\"{v}\"")))
-        })
-        .and_then(|(_, value)| value.parse().ok())
-}
-
-fn get_ok(addr: SocketAddr, path: &str) -> String {
-    let (status, body) = http::get(addr, path).unwrap_or_else(|e| panic!("GET {path}: {e}"));
-    assert_eq!(status, 200, "GET {path}: {body}");
-    body
-}
-
 #[test]
 fn one_leader_reconciles_and_a_standby_takes_over_on_sigterm() {
     let s = Setup::new("leader");
@@ -414,7 +229,7 @@ fn one_leader_reconciles_and_a_standby_takes_over_on_sigterm() {
     assert!(
         standby.events().iter().any(|f| f["message"]
             == "standby: another replica leads, waiting for the lease"
-            && f["holder"] == leader.id.as_str()),
+            && f["holder"] == leader.id()),
         "the standby did not log whom it waits for:\n{}",
         standby.log()
     );
@@ -444,13 +259,13 @@ fn one_leader_reconciles_and_a_standby_takes_over_on_sigterm() {
         0.0,
         "the standby reconciled:\n{standby_metrics}"
     );
-    assert_eq!(s.holder(), leader.id, "the lease changed hands");
+    assert_eq!(s.holder(), leader.id(), "the lease changed hands");
     assert_eq!(standby.leader_gauge(), Some(0.0));
 
     // SIGTERM: the leader drains, releases, exits 0; the standby takes over
     // well within the lease duration (without the release it could not
     // before the Lease expired, 15 s after its last renewal).
-    let status = leader.terminate();
+    let status = leader.terminate(EXIT_TIMEOUT);
     let exited = Instant::now();
     assert!(
         status.success(),
@@ -464,7 +279,7 @@ fn one_leader_reconciles_and_a_standby_takes_over_on_sigterm() {
     );
     eventually("the standby to hold the Lease", LEASE_DURATION, || {
         standby.assert_running();
-        (s.holder() == standby.id).then_some(())
+        (s.holder() == standby.id()).then_some(())
     });
     let takeover = exited.elapsed();
     assert!(
@@ -498,7 +313,7 @@ fn one_leader_reconciles_and_a_standby_takes_over_on_sigterm() {
         s.delete_policy_server(ps);
     }
     drop(objects);
-    let status = standby.terminate();
+    let status = standby.terminate(EXIT_TIMEOUT);
     assert!(status.success(), "{status}\n{}", standby.log());
     eventually("the Lease to be released", TIMEOUT, || {
         s.holder().is_empty().then_some(())
@@ -648,18 +463,7 @@ fn without_leader_election_no_lease_is_taken() {
     assert!(leases.trim().is_empty(), "leases: {leases}");
     s.delete_policy_server(&ps);
     drop(objects);
-    let status = c.terminate();
+    let status = c.terminate(EXIT_TIMEOUT);
     assert!(status.success(), "{status}\n{}", c.log());
     assert!(!c.logged("released leadership"));
-}
-
-#[test]
-fn sample_parses_the_exposition() {
-    let text = "# TYPE x gauge\nx 1\nx_total{kind=\"A\",result=\"success\"} 3\n# EOF\n";
-    assert_eq!(sample(text, "x", &[]), Some(1.0));
-    assert_eq!(
-        sample(text, "x_total", &[("kind", "A"), ("result", "success")]),
-        Some(3.0)
-    );
-    assert_eq!(sample(text, "x_total", &[("kind", "B")]), None);
 }

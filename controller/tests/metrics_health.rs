@@ -8,145 +8,18 @@
 
 mod common;
 
-use std::fs::File;
-use std::io::Read as _;
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{
-    BindingGuard, TEST_LABEL, control_plane, eventually, impersonating_kubeconfig, install_rbac,
-    unique,
+    BindingGuard, Controller, Objects, TEST_LABEL, control_plane, eventually, get_ok,
+    impersonating_kubeconfig, install_rbac, sample, unique,
 };
-use portcullis_tests::control_plane::{ControlPlane, TestNamespace, target_dir};
+use portcullis_tests::control_plane::{TestNamespace, target_dir};
 use portcullis_tests::http;
-use serde_json::Value;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the controller may take to exit after SIGTERM.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The controller process, killed on drop if still running.
-struct Controller {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Controller {
-    fn log(&self) -> String {
-        let mut text = String::new();
-        if let Ok(mut f) = File::open(&self.log) {
-            let _ = f.read_to_string(&mut text);
-        }
-        text
-    }
-
-    /// `fields` of every JSON log event.
-    fn events(&self) -> Vec<Value> {
-        self.log()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter_map(|e| e.get("fields").cloned())
-            .collect()
-    }
-
-    /// Panics with the log if the process has exited.
-    fn assert_running(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            panic!("the controller exited ({status}):\n{}", self.log());
-        }
-    }
-
-    /// The address of the metrics listener, from the startup log line.
-    fn metrics_addr(&mut self) -> SocketAddr {
-        eventually("the 'serving metrics and health' log line", TIMEOUT, || {
-            self.assert_running();
-            self.events()
-                .into_iter()
-                .find(|f| f["message"] == "serving metrics and health")
-                .and_then(|f| f["addr"].as_str().and_then(|a| a.parse().ok()))
-        })
-    }
-
-    fn terminate(&mut self) -> ExitStatus {
-        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
-        // SAFETY: kill(2) with a valid signal number on our own child's pid;
-        // no memory is shared.
-        let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
-        assert_eq!(sent, 0, "kill(SIGTERM) failed");
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait for the controller") {
-                return status;
-            }
-            assert!(
-                started.elapsed() < EXIT_TIMEOUT,
-                "the controller still runs {EXIT_TIMEOUT:?} after SIGTERM:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("--- {} ---\n{}", self.log.display(), self.log());
-        }
-    }
-}
-
-/// Deletes the test's policies and PolicyServers on drop. Declared after the
-/// controller, so that on a panic it runs while the controller still does
-/// (their finalizers need it).
-struct Objects<'a> {
-    cp: &'a ControlPlane,
-    label: String,
-}
-
-impl Drop for Objects<'_> {
-    fn drop(&mut self) {
-        let selector = format!("{TEST_LABEL}={}", self.label);
-        for kind in ["clusteradmissionpolicies", "policyservers"] {
-            let _ = self.cp.kubectl(&[
-                "delete",
-                kind,
-                "-l",
-                &selector,
-                "--ignore-not-found",
-                "--timeout=30s",
-            ]);
-        }
-    }
-}
-
-/// The value of the sample `name{labels…}` in a text exposition, whatever
-/// the order of its labels.
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.rsplit_once(' '))
-        .find(|(series, _)| {
-            let (series_name, series_labels) = series.split_once('{').unwrap_or((series, ""));
-            series_name == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| series_labels.contains(&format!("{k}=\"{v}\"")))
-        })
-        .and_then(|(_, value)| value.parse().ok())
-}
-
-fn get_ok(addr: SocketAddr, path: &str) -> String {
-    let (status, body) = http::get(addr, path).unwrap_or_else(|e| panic!("GET {path}: {e}"));
-    assert_eq!(status, 200, "GET {path}: {body}");
-    body
-}
 
 #[test]
 fn metrics_probes_and_sigterm() {
@@ -163,36 +36,16 @@ fn metrics_probes_and_sigterm() {
         name: install_rbac(cp, ns.name(), &label),
     };
     let kubeconfig = impersonating_kubeconfig(cp, ns.name(), &dir);
-    let log_path = dir.join("controller.log");
-    let log = File::create(&log_path).expect("controller log");
-    let mut controller = Controller {
-        child: Command::new(env!("CARGO_BIN_EXE_portcullis-controller"))
-            .args(["--selector", &format!("{TEST_LABEL}={label}")])
-            .args(["--metrics-addr", "127.0.0.1:0"])
-            .args(["--log-level", "info", "--log-fmt", "json"])
-            .env("KUBECONFIG", &kubeconfig)
-            .env("PORTCULLIS_NAMESPACE", ns.name())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log fd"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn portcullis-controller"),
-        log: log_path,
-    };
+    let mut controller = Controller::start(&dir, &kubeconfig, ns.name(), &label, &label, |_| {});
     let objects = Objects {
         cp,
         label: label.clone(),
     };
 
-    let addr = controller.metrics_addr();
+    let addr = controller.addr();
     assert!(addr.ip().is_loopback() && addr.port() != 0, "{addr}");
     get_ok(addr, "/healthz");
-    eventually("/readyz to answer 200", TIMEOUT, || {
-        controller.assert_running();
-        http::get(addr, "/readyz")
-            .ok()
-            .filter(|(status, _)| *status == 200)
-    });
+    controller.wait_ready();
 
     // A PolicyServer, and a policy bound to it that stays pending (no Pod
     // ever becomes Ready here).
@@ -320,7 +173,7 @@ spec:
     });
     drop(objects);
 
-    let status = controller.terminate();
+    let status = controller.terminate(EXIT_TIMEOUT);
     assert!(
         status.success(),
         "exit status after SIGTERM: {status}\n{}",
@@ -345,9 +198,12 @@ spec:
     );
 }
 
+// `sample` lives in `common`, which every controller test binary includes:
+// its test is here, so that it runs once.
 #[test]
 fn sample_parses_the_exposition() {
-    let text = "# TYPE x counter\nx_total{kind=\"A\",result=\"success\"} 3\nx_total{result=\"error\",kind=\"A\"} 1\ny 2.5\n# EOF\n";
+    let text = "# TYPE x gauge\nx 1\nx_total{kind=\"A\",result=\"success\"} 3\nx_total{result=\"error\",kind=\"A\"} 1\ny 2.5\n# EOF\n";
+    assert_eq!(sample(text, "x", &[]), Some(1.0));
     assert_eq!(
         sample(text, "x_total", &[("kind", "A"), ("result", "success")]),
         Some(3.0)

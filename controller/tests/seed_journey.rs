@@ -53,17 +53,16 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use common::{
-    BindingGuard, TEST_LABEL, control_plane, eventually, impersonating_kubeconfig, install_rbac,
-    jstr, unique,
+    BindingGuard, Controller, Proc, TEST_LABEL, control_plane, eventually,
+    impersonating_kubeconfig, install_rbac, jstr, unique,
 };
 use portcullis_tests::control_plane::{TestNamespace, target_dir};
 use portcullis_tests::e2e::{self, Kubectl};
@@ -73,48 +72,6 @@ use serde_json::{Value, json};
 const TIMEOUT: Duration = Duration::from_secs(90);
 /// The pod-privileged policy's message for a privileged init container.
 const INIT_DENIAL: &str = "Privileged init container is not allowed";
-
-/// A child process killed on drop.
-struct Proc {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn log(&self) -> String {
-        let mut text = String::new();
-        if let Ok(mut f) = File::open(&self.log) {
-            let _ = f.read_to_string(&mut text);
-        }
-        text
-    }
-
-    fn log_tail(&self, n: usize) -> String {
-        let log = self.log();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
-    }
-
-    fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// Stops the process (SIGKILL, as a Pod's container is gone) and waits.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("--- {} ---\n{}", self.log.display(), self.log_tail(60));
-        }
-    }
-}
 
 /// A port that was free a moment ago on 127.0.0.1.
 fn free_port() -> u16 {
@@ -222,22 +179,7 @@ fn privileged_pod_is_denied_by_a_policy_server_configured_by_the_controller() {
         name: install_rbac(cp, &ctl, &label),
     };
     let kubeconfig = impersonating_kubeconfig(cp, &ctl, &dir);
-    let controller_log = dir.join("controller.log");
-    let log = File::create(&controller_log).expect("controller log");
-    let _controller = Proc {
-        child: Command::new(env!("CARGO_BIN_EXE_portcullis-controller"))
-            .args(["--selector", &format!("{TEST_LABEL}={label}")])
-            .args(["--log-level", "info", "--log-fmt", "json"])
-            .args(["--metrics-addr", "127.0.0.1:0"])
-            .env("KUBECONFIG", &kubeconfig)
-            .env("PORTCULLIS_NAMESPACE", &ctl)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log fd"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn portcullis-controller"),
-        log: controller_log,
-    };
+    let _controller = Controller::start(&dir, &kubeconfig, &ctl, &label, &label, |_| {});
 
     // 1. The user's two objects.
     let module = ps_support::module_uri("pod-privileged-wapc").expect("sample policy built");
@@ -395,10 +337,9 @@ spec:
     // The policy-server, as the container would run it.
     let bin = ps_support::binary_path().expect("policy-server binary");
     let spawn_server = |log_name: &str| -> Proc {
-        let server_log = dir.join(log_name);
-        let log = File::create(&server_log).expect("policy-server log");
-        Proc {
-            child: Command::new(&bin)
+        Proc::spawn(
+            "policy-server",
+            Command::new(&bin)
                 .envs(&pod_env)
                 .arg("--policies")
                 .arg(&pod_env["PORTCULLIS_POLICIES"])
@@ -414,14 +355,9 @@ spec:
                 ])
                 .args(["--log-fmt", "json", "--log-level", "info"])
                 .arg("--compiled-cache-dir")
-                .arg(target_dir().join("test-compiled-cache"))
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().expect("log fd"))
-                .stderr(log)
-                .spawn()
-                .expect("spawn policy-server"),
-            log: server_log,
-        }
+                .arg(target_dir().join("test-compiled-cache")),
+            dir.join(log_name),
+        )
     };
     let mut server = spawn_server("policy-server.log");
     let report = e2e::eventually(

@@ -387,6 +387,26 @@ impl Drop for WebhookGuard {
     }
 }
 
+/// Registers, in `namespace`, the webhooks of a policy-server that serves the
+/// pod-privileged policy as `privileged` and the default-labels policy as
+/// `default-labels`: a validating and a mutating one, each at
+/// `endpoint(<policy id>)`, trusting `ca_pem`. Returns their guards, the
+/// validating one first.
+pub fn register_privileged_and_default_labels(
+    k: &Kubectl,
+    namespace: &str,
+    ca_pem: &str,
+    endpoint: impl Fn(&str) -> Endpoint,
+) -> (WebhookGuard, WebhookGuard) {
+    let register = |kind, policy_id| {
+        Webhook::new(kind, policy_id, namespace, endpoint(policy_id), ca_pem).register(k)
+    };
+    (
+        register(WebhookKind::Validating, "privileged"),
+        register(WebhookKind::Mutating, "default-labels"),
+    )
+}
+
 /// The Pod (`request.object`) of the AdmissionReview fixture `tests/fixtures/<fixture>`,
 /// renamed to `name` in `namespace`.
 pub fn fixture_pod(fixture: &str, name: &str, namespace: &str) -> Value {
@@ -560,6 +580,15 @@ pub fn assert_privileged_pod_denied(
 /// denies it there). Call once the webhooks are known to be in effect.
 pub fn assert_privileged_pod_admitted(k: &Kubectl, namespace: &str, name: &str) -> Value {
     assert_pod_admitted(k, &privileged_pod(name, namespace))
+}
+
+/// Settings of the default-labels policy that make it add `labels`.
+pub fn default_labels_settings(labels: &[(&str, &str)]) -> Value {
+    let labels: serde_json::Map<String, Value> = labels
+        .iter()
+        .map(|(key, value)| ((*key).to_string(), json!(value)))
+        .collect();
+    json!({ "labels": labels })
 }
 
 /// Asserts that the default-labels policy adds `labels` to Pods of `namespace`

@@ -13,22 +13,15 @@ use portcullis_tests::control_plane::{ControlPlane, TestNamespace};
 use portcullis_tests::e2e::{
     Endpoint, FailurePolicy, Kubectl, PRIVILEGED_DENIAL, Webhook, WebhookKind,
     assert_default_labels, assert_privileged_pod_admitted, assert_privileged_pod_denied,
-    assert_unreachable_webhook_fails_closed, assert_unreachable_webhook_fails_open, dry_run_pod,
-    eventually, privileged_pod, wait_for_default_service_account,
+    assert_unreachable_webhook_fails_closed, assert_unreachable_webhook_fails_open,
+    default_labels_settings, dry_run_pod, eventually, privileged_pod,
+    register_privileged_and_default_labels, wait_for_default_service_account,
 };
 use portcullis_tests::policy_server::{Policy, PolicyServer};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// Labels the default-labels policies are configured to add.
 const DEFAULT_LABELS: &[(&str, &str)] = &[("portcullis.dev/managed", "true"), ("team", "platform")];
-
-fn default_labels_settings() -> Value {
-    let labels: serde_json::Map<String, Value> = DEFAULT_LABELS
-        .iter()
-        .map(|(k, v)| ((*k).to_string(), json!(v)))
-        .collect();
-    json!({ "labels": labels })
-}
 
 /// A namespace whose Pods can be created, and kubectl for the control plane.
 fn namespace(prefix: &str) -> (TestNamespace, Kubectl) {
@@ -50,27 +43,15 @@ fn url_webhooks_deny_privileged_pods_and_add_default_labels() {
         &[
             Policy::new("privileged", "pod-privileged-wapc"),
             Policy::new("default-labels", "default-labels-component")
-                .settings(default_labels_settings())
+                .settings(default_labels_settings(DEFAULT_LABELS))
                 .allowed_to_mutate(),
         ],
         &[],
     );
-    let validating = Webhook::new(
-        WebhookKind::Validating,
-        "privileged",
-        ns.name(),
-        Endpoint::Url(server.validate_url("privileged")),
-        server.ca_pem(),
-    )
-    .register(&k);
-    let _mutating = Webhook::new(
-        WebhookKind::Mutating,
-        "default-labels",
-        ns.name(),
-        Endpoint::Url(server.validate_url("default-labels")),
-        server.ca_pem(),
-    )
-    .register(&k);
+    let (validating, _mutating) =
+        register_privileged_and_default_labels(&k, ns.name(), server.ca_pem(), |policy| {
+            Endpoint::Url(server.validate_url(policy))
+        });
 
     assert_privileged_pod_denied(&k, ns.name(), "privileged", validating.name());
     assert_default_labels(&k, ns.name(), "labelled", DEFAULT_LABELS);
@@ -88,7 +69,7 @@ fn service_webhooks_deny_privileged_pods_and_add_default_labels() {
         &[
             Policy::new("privileged", "pod-privileged-component"),
             Policy::new("default-labels", "default-labels-wapc")
-                .settings(default_labels_settings())
+                .settings(default_labels_settings(DEFAULT_LABELS))
                 .allowed_to_mutate(),
         ],
         &[format!("{service}.{}.svc", ns.name())],
@@ -100,22 +81,8 @@ fn service_webhooks_deny_privileged_pods_and_add_default_labels() {
         port,
         path: format!("/validate/{policy}"),
     };
-    let validating = Webhook::new(
-        WebhookKind::Validating,
-        "privileged",
-        ns.name(),
-        endpoint("privileged"),
-        server.ca_pem(),
-    )
-    .register(&k);
-    let _mutating = Webhook::new(
-        WebhookKind::Mutating,
-        "default-labels",
-        ns.name(),
-        endpoint("default-labels"),
-        server.ca_pem(),
-    )
-    .register(&k);
+    let (validating, _mutating) =
+        register_privileged_and_default_labels(&k, ns.name(), server.ca_pem(), endpoint);
 
     assert_privileged_pod_denied(&k, ns.name(), "privileged", validating.name());
     assert_default_labels(&k, ns.name(), "labelled", DEFAULT_LABELS);

@@ -19,8 +19,9 @@ use std::process::{Output, Stdio};
 
 use portcullis_tests::control_plane::{ControlPlane, TestNamespace};
 use portcullis_tests::e2e::{
-    Endpoint, Kubectl, PROPAGATION_TIMEOUT, Webhook, WebhookKind, assert_default_labels,
-    assert_privileged_pod_denied, eventually, wait_for_default_service_account,
+    Endpoint, Kubectl, PROPAGATION_TIMEOUT, assert_default_labels, assert_privileged_pod_denied,
+    default_labels_settings, eventually, register_privileged_and_default_labels,
+    wait_for_default_service_account,
 };
 use portcullis_tests::http;
 use portcullis_tests::policy_server::{ContainerRuntime, Policy, PolicyServer};
@@ -196,17 +197,13 @@ fn image_policy_server_denies_privileged_pods_and_mutates_as_a_webhook() {
     wait_for_default_service_account(&k, ns.name());
 
     let labels: &[(&str, &str)] = &[("portcullis.dev/managed", "true"), ("team", "platform")];
-    let settings: serde_json::Map<String, Value> = labels
-        .iter()
-        .map(|(k, v)| ((*k).to_string(), json!(v)))
-        .collect();
     let server = PolicyServer::start_in_container(
         &runtime,
         &image,
         &[
             Policy::new("privileged", "pod-privileged-wapc"),
             Policy::new("default-labels", "default-labels-component")
-                .settings(json!({ "labels": settings }))
+                .settings(default_labels_settings(labels))
                 .allowed_to_mutate(),
         ],
         &[],
@@ -227,22 +224,10 @@ fn image_policy_server_denies_privileged_pods_and_mutates_as_a_webhook() {
         "policy-server runs as uid {uid:?}, not 65532"
     );
 
-    let validating = Webhook::new(
-        WebhookKind::Validating,
-        "privileged",
-        ns.name(),
-        Endpoint::Url(server.validate_url("privileged")),
-        server.ca_pem(),
-    )
-    .register(&k);
-    let _mutating = Webhook::new(
-        WebhookKind::Mutating,
-        "default-labels",
-        ns.name(),
-        Endpoint::Url(server.validate_url("default-labels")),
-        server.ca_pem(),
-    )
-    .register(&k);
+    let (validating, _mutating) =
+        register_privileged_and_default_labels(&k, ns.name(), server.ca_pem(), |policy| {
+            Endpoint::Url(server.validate_url(policy))
+        });
 
     assert_privileged_pod_denied(&k, ns.name(), "privileged", validating.name());
     assert_default_labels(&k, ns.name(), "labelled", labels);

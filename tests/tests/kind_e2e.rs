@@ -42,8 +42,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use portcullis_tests::e2e::{
     Kubectl, PRIVILEGED_DENIAL, assert_default_labels, assert_pod_admitted,
-    assert_privileged_pod_admitted, assert_privileged_pod_denied, dry_run_pod, eventually,
-    privileged_pod, unprivileged_pod, wait_for_default_service_account, wait_until_admitted,
+    assert_privileged_pod_admitted, assert_privileged_pod_denied, default_labels_settings,
+    dry_run_pod, eventually, privileged_pod, unprivileged_pod, wait_for_default_service_account,
+    wait_until_admitted,
 };
 use serde_json::{Value, json};
 
@@ -360,14 +361,6 @@ impl Drop for PolicyGuard {
     }
 }
 
-fn labels_settings(labels: &[(&str, &str)]) -> Value {
-    let map: serde_json::Map<String, Value> = labels
-        .iter()
-        .map(|(k, v)| ((*k).to_string(), json!(v)))
-        .collect();
-    json!({ "labels": map })
-}
-
 /// `(uid, restartCount)` of every container of every policy-server pod of
 /// PolicyServer `server`, sorted.
 fn policy_server_pods(k: &Kubectl, server: &str) -> Vec<(String, u64)> {
@@ -496,7 +489,7 @@ fn mutating_cluster_policy_adds_default_labels() {
         module: module("default-labels-wapc"),
         mode: "protect",
         mutating: true,
-        settings: labels_settings(&labels),
+        settings: default_labels_settings(&labels),
     }
     .apply(&k);
     policy.wait_active("protect");
@@ -586,7 +579,7 @@ fn policy_change_takes_effect_without_restarting_the_policy_server() {
         module: module("default-labels-wapc"),
         mode: "protect",
         mutating: true,
-        settings: labels_settings(&[("portcullis.dev/revision", revision)]),
+        settings: default_labels_settings(&[("portcullis.dev/revision", revision)]),
     };
     let policy = spec("one").apply(&k);
     policy.wait_active("protect");

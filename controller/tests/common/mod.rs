@@ -2,13 +2,17 @@
 
 #![allow(dead_code)]
 
+use std::fs::File;
+use std::io::Read as _;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use portcullis_tests::control_plane::ControlPlane;
+use portcullis_tests::http;
 use serde_json::Value;
 
 /// The shared control plane with the Portcullis CRDs installed and Established.
@@ -184,4 +188,278 @@ pub fn impersonating_kubeconfig(cp: &ControlPlane, namespace: &str, dir: &Path) 
     let path = dir.join("controller.kubeconfig");
     std::fs::write(&path, serde_yaml::to_string(&config).expect("serialize")).expect("write");
     path
+}
+
+/// How long a controller may take to log its metrics address and turn ready.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A child process of a test, its stdout and stderr in a log file. Killed on
+/// drop; its log is printed when the test panics.
+pub struct Proc {
+    /// What the process is, for messages (e.g. `controller <id>`).
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    /// Spawns `cmd`, stdin closed, stdout and stderr written to a new file `log`.
+    pub fn spawn(name: &str, cmd: &mut Command, log: PathBuf) -> Proc {
+        let file = File::create(&log).unwrap_or_else(|e| panic!("create {}: {e}", log.display()));
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log fd"))
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        Proc {
+            name: name.to_string(),
+            child,
+            log,
+        }
+    }
+
+    /// The log so far.
+    pub fn log(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut f) = File::open(&self.log) {
+            let _ = f.read_to_string(&mut text);
+        }
+        text
+    }
+
+    /// The last `n` lines of the log.
+    pub fn log_tail(&self, n: usize) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// Whether the process has not exited yet.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Panics with the log if the process has exited.
+    pub fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("{} exited ({status}):\n{}", self.name, self.log());
+        }
+    }
+
+    /// Waits for the process to exit on its own; panics after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for the child") {
+                return status;
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "{} still runs after {timeout:?}:\n{}",
+                self.name,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends SIGTERM and waits at most `timeout` for the exit.
+    pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
+        // SAFETY: kill(2) with a valid signal number on our own child's pid;
+        // no memory is shared.
+        let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
+        assert_eq!(sent, 0, "kill(SIGTERM) failed");
+        self.wait_exit(timeout)
+    }
+
+    /// Stops the process (SIGKILL, as when a Pod's container is gone) and waits.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("--- {} ---\n{}", self.log.display(), self.log());
+        }
+    }
+}
+
+/// A `portcullis-controller` process, JSON logs at info level, metrics and
+/// probes on a free loopback port.
+pub struct Controller {
+    id: String,
+    proc: Proc,
+    addr: Option<SocketAddr>,
+}
+
+impl Controller {
+    /// Starts the binary as the user of `kubeconfig` (the controller's
+    /// ServiceAccount, see [`impersonating_kubeconfig`]) in `namespace`,
+    /// handling only objects labelled `label`, its log in `dir/<id>.log`.
+    /// `configure` adds the caller's own arguments and environment.
+    pub fn start(
+        dir: &Path,
+        kubeconfig: &Path,
+        namespace: &str,
+        label: &str,
+        id: &str,
+        configure: impl FnOnce(&mut Command),
+    ) -> Controller {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis-controller"));
+        cmd.args(["--selector", &format!("{TEST_LABEL}={label}")])
+            .args(["--metrics-addr", "127.0.0.1:0"])
+            .args(["--log-level", "info", "--log-fmt", "json"])
+            .env("KUBECONFIG", kubeconfig)
+            .env("PORTCULLIS_NAMESPACE", namespace);
+        configure(&mut cmd);
+        Controller {
+            id: id.to_string(),
+            proc: Proc::spawn(
+                &format!("controller {id}"),
+                &mut cmd,
+                dir.join(format!("{id}.log")),
+            ),
+            addr: None,
+        }
+    }
+
+    /// The id given to [`Controller::start`].
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The log so far.
+    pub fn log(&self) -> String {
+        self.proc.log()
+    }
+
+    /// `fields` (plus `level`) of every JSON log event.
+    pub fn events(&self) -> Vec<Value> {
+        self.log()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter_map(|e| {
+                let mut fields = e.get("fields").cloned()?;
+                fields["level"] = e["level"].clone();
+                Some(fields)
+            })
+            .collect()
+    }
+
+    /// Whether an event with this message was logged.
+    pub fn logged(&self, message: &str) -> bool {
+        self.events().iter().any(|f| f["message"] == message)
+    }
+
+    /// Panics with the log if the process has exited.
+    pub fn assert_running(&mut self) {
+        self.proc.assert_running();
+    }
+
+    /// The address of the metrics listener, from the startup log line (the
+    /// port is only known once the controller has bound it).
+    pub fn addr(&mut self) -> SocketAddr {
+        if let Some(addr) = self.addr {
+            return addr;
+        }
+        let addr = eventually(
+            "the 'serving metrics and health' log line",
+            START_TIMEOUT,
+            || {
+                self.assert_running();
+                self.events()
+                    .into_iter()
+                    .find(|f| f["message"] == "serving metrics and health")
+                    .and_then(|f| f["addr"].as_str().and_then(|a| a.parse().ok()))
+            },
+        );
+        self.addr = Some(addr);
+        addr
+    }
+
+    /// The body of `GET /metrics` (status 200).
+    pub fn metrics(&mut self) -> String {
+        get_ok(self.addr(), "/metrics")
+    }
+
+    /// Waits for `/readyz` to answer 200, then asserts `/healthz` does.
+    pub fn wait_ready(&mut self) {
+        let addr = self.addr();
+        eventually(
+            &format!("/readyz of {} to answer 200", self.id),
+            START_TIMEOUT,
+            || {
+                self.assert_running();
+                http::get(addr, "/readyz")
+                    .ok()
+                    .filter(|(status, _)| *status == 200)
+            },
+        );
+        get_ok(addr, "/healthz");
+    }
+
+    /// Waits for the process to exit on its own; panics after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        self.proc.wait_exit(timeout)
+    }
+
+    /// Sends SIGTERM and waits at most `timeout` for the exit.
+    pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        self.proc.terminate(timeout)
+    }
+}
+
+/// The body of `GET path` on `addr`; panics unless the status is 200.
+pub fn get_ok(addr: SocketAddr, path: &str) -> String {
+    let (status, body) = http::get(addr, path).unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    assert_eq!(status, 200, "GET {path}: {body}");
+    body
+}
+
+/// The value of the sample `name{labels…}` in a text exposition, whatever
+/// the order of its labels.
+pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .find(|(series, _)| {
+            let (series_name, series_labels) = series.split_once('{').unwrap_or((series, ""));
+            series_name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| series_labels.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|(_, value)| value.parse().ok())
+}
+
+/// Deletes the test's (labelled `label`) policies and PolicyServers on drop.
+/// Declare it after the controllers, so that on a panic it runs while they
+/// still do: the objects' finalizers need one.
+pub struct Objects<'a> {
+    /// The control plane.
+    pub cp: &'a ControlPlane,
+    /// The test's value of [`TEST_LABEL`].
+    pub label: String,
+}
+
+impl Drop for Objects<'_> {
+    fn drop(&mut self) {
+        let selector = format!("{TEST_LABEL}={}", self.label);
+        for kind in ["clusteradmissionpolicies", "policyservers"] {
+            let _ = self.cp.kubectl(&[
+                "delete",
+                kind,
+                "-l",
+                &selector,
+                "--ignore-not-found",
+                "--timeout=30s",
+            ]);
+        }
+    }
 }
