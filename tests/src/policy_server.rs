@@ -277,6 +277,16 @@ impl ContainerRuntime {
         cmd.args(&self.global_args);
         cmd
     }
+
+    /// Removes container `name`, stopping it first (best effort: cleanup).
+    pub fn remove(&self, name: &str) {
+        let _ = self
+            .command()
+            .args(["rm", "--force", name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
 }
 
 /// A running `policy-server` child process. Killed (SIGKILL) on drop; its
@@ -568,12 +578,7 @@ impl PolicyServer {
     pub fn stop(&mut self) {
         // Killing the runtime's client does not stop its container.
         if let Some((runtime, name)) = self.container.take() {
-            let _ = runtime
-                .command()
-                .args(["rm", "--force", &name])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+            runtime.remove(&name);
         }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();

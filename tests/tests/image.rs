@@ -15,7 +15,7 @@
 //! (`PORTCULLIS_CONTAINER_RUNTIME` overrides). The webhook test also needs what
 //! tests/admission_e2e.rs needs: the control-plane harness and the sample policies.
 
-use std::process::{Output, Stdio};
+use std::process::Output;
 
 use portcullis_tests::control_plane::{ControlPlane, TestNamespace};
 use portcullis_tests::e2e::{
@@ -252,13 +252,7 @@ impl Container {
 
 impl Drop for Container {
     fn drop(&mut self) {
-        let _ = self
-            .runtime
-            .command()
-            .args(["rm", "--force", &self.name])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        self.runtime.remove(&self.name);
     }
 }
 

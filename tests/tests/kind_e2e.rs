@@ -244,7 +244,22 @@ struct PolicySpec<'a> {
     settings: Value,
 }
 
-impl PolicySpec<'_> {
+impl<'a> PolicySpec<'a> {
+    /// A protect-mode ClusterAdmissionPolicy with pod-privileged (waPC) on
+    /// `policy_server`, selecting only `namespace`.
+    fn privileged(policy_server: &'a str, name: &'a str, namespace: &'a str) -> PolicySpec<'a> {
+        PolicySpec {
+            policy_server,
+            kind: PolicyKind::Cluster,
+            name,
+            namespace,
+            module: module("pod-privileged-wapc"),
+            mode: "protect",
+            mutating: false,
+            settings: json!({}),
+        }
+    }
+
     fn manifest(&self) -> Value {
         let mut spec = json!({
             "policyServer": self.policy_server,
@@ -459,17 +474,8 @@ fn setup(prefix: &str) -> (Kubectl, Namespace) {
 #[ignore = "needs Docker and a kind cluster: just kind-up kind-load kind-install kind-e2e"]
 fn cluster_policy_denies_privileged_pods() {
     let (k, ns) = setup("priv");
-    let policy = PolicySpec {
-        policy_server: POLICY_SERVER,
-        kind: PolicyKind::Cluster,
-        name: &format!("priv-{}", ns.name()),
-        namespace: ns.name(),
-        module: module("pod-privileged-wapc"),
-        mode: "protect",
-        mutating: false,
-        settings: json!({}),
-    }
-    .apply(&k);
+    let policy =
+        PolicySpec::privileged(POLICY_SERVER, &format!("priv-{}", ns.name()), ns.name()).apply(&k);
     policy.wait_active("protect");
 
     assert_privileged_pod_denied(&k, ns.name(), "privileged", &policy.webhook());
@@ -666,16 +672,11 @@ fn policy_server_upgrade_keeps_enforcing() {
             "--wait=false".into(),
         ],
     );
-    let policy = PolicySpec {
-        policy_server: UPGRADE_POLICY_SERVER,
-        kind: PolicyKind::Cluster,
-        name: &format!("upgrade-{}", ns.name()),
-        namespace: ns.name(),
-        module: module("pod-privileged-wapc"),
-        mode: "protect",
-        mutating: false,
-        settings: json!({}),
-    }
+    let policy = PolicySpec::privileged(
+        UPGRADE_POLICY_SERVER,
+        &format!("upgrade-{}", ns.name()),
+        ns.name(),
+    )
     .apply(&k);
     policy.wait_active("protect");
     assert_privileged_pod_denied(&k, ns.name(), "before-upgrade", &policy.webhook());
@@ -757,16 +758,11 @@ impl Drop for Cleanup {
 #[ignore = "needs Docker and a kind cluster; uninstalls the charts, run last (just kind-e2e)"]
 fn uninstall_leaves_no_webhooks() {
     let (k, ns) = setup("uninstall");
-    let policy = PolicySpec {
-        policy_server: POLICY_SERVER,
-        kind: PolicyKind::Cluster,
-        name: &format!("uninstall-{}", ns.name()),
-        namespace: ns.name(),
-        module: module("pod-privileged-wapc"),
-        mode: "protect",
-        mutating: false,
-        settings: json!({}),
-    }
+    let policy = PolicySpec::privileged(
+        POLICY_SERVER,
+        &format!("uninstall-{}", ns.name()),
+        ns.name(),
+    )
     .apply(&k);
     policy.wait_active("protect");
     assert!(
