@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use wasmtime::{
@@ -332,6 +332,7 @@ impl LoadedModule {
             max_memory_bytes: config.max_memory_bytes,
             memory_limit_hit: false,
             deadline_ticks: ticks,
+            deadline: Instant::now() + ctx.timeout,
             timeout: ctx.timeout,
         }
     }
@@ -344,6 +345,8 @@ pub(crate) struct StoreLimits {
     max_memory_bytes: u64,
     memory_limit_hit: bool,
     pub(crate) deadline_ticks: u64,
+    /// When the evaluation must end; host calls are bounded by it.
+    pub(crate) deadline: Instant,
     timeout: Duration,
 }
 

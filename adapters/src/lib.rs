@@ -31,7 +31,7 @@ mod metadata;
 mod types;
 mod wapc;
 
-pub use capabilities::{CapabilityError, HostCapabilities, NoCapabilities};
+pub use capabilities::{CallContext, CapabilityError, HostCapabilities, NoCapabilities};
 pub use detect::detect_abi;
 pub use engine::{EngineConfig, LoadedModule, PolicyEngine};
 pub use error::{AdapterError, EvalError};

@@ -7,7 +7,7 @@
 
 use std::net::ToSocketAddrs;
 
-use portcullis_adapters::{CapabilityError, HostCapabilities};
+use portcullis_adapters::{CallContext, CapabilityError, HostCapabilities};
 
 /// Host capabilities granted to one policy.
 #[derive(Debug, Clone, Default)]
@@ -38,11 +38,12 @@ impl GrantedCapabilities {
 impl HostCapabilities for GrantedCapabilities {
     fn call(
         &self,
-        policy_id: &str,
+        ctx: &CallContext<'_>,
         namespace: &str,
         operation: &str,
         payload: &[u8],
     ) -> Result<Vec<u8>, CapabilityError> {
+        let policy_id = ctx.policy_id;
         // Logging is not a capability anyone should have to ask for.
         if (namespace, operation) == ("tracing", "log") {
             let message = String::from_utf8_lossy(payload);
@@ -84,6 +85,13 @@ fn dns_lookup(payload: &[u8]) -> Result<Vec<u8>, CapabilityError> {
 mod tests {
     use super::*;
 
+    fn ctx() -> CallContext<'static> {
+        CallContext {
+            policy_id: "p",
+            deadline: std::time::Instant::now() + std::time::Duration::from_secs(5),
+        }
+    }
+
     #[test]
     fn patterns() {
         let caps =
@@ -99,19 +107,19 @@ mod tests {
     #[test]
     fn denied_and_unimplemented_calls_fail_clearly() {
         let none = GrantedCapabilities::default();
-        let err = none.call("p", "oci", "v1/verify", b"{}").unwrap_err();
+        let err = none.call(&ctx(), "oci", "v1/verify", b"{}").unwrap_err();
         assert!(matches!(err, CapabilityError::NotGranted(ref m) if m.contains("oci/v1/verify")));
         let all = GrantedCapabilities::new(vec!["*".into()]);
-        let err = all.call("p", "kubernetes", "can_i", b"{}").unwrap_err();
+        let err = all.call(&ctx(), "kubernetes", "can_i", b"{}").unwrap_err();
         assert!(err.to_string().contains("not implemented"));
-        assert!(none.call("p", "tracing", "log", b"{}").is_ok());
+        assert!(none.call(&ctx(), "tracing", "log", b"{}").is_ok());
     }
 
     #[test]
     fn dns_lookup_of_localhost() {
         let caps = GrantedCapabilities::new(vec!["net/*".into()]);
         let out = caps
-            .call("p", "net", "v1/dns_lookup_host", b"\"localhost\"")
+            .call(&ctx(), "net", "v1/dns_lookup_host", b"\"localhost\"")
             .unwrap();
         let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert!(!value["ips"].as_array().unwrap().is_empty());

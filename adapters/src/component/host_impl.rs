@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::ComponentState;
 use super::bindings::portcullis::policy::{crypto, host, kubernetes, net, oci, types};
-use crate::capabilities::CapabilityError;
+use crate::capabilities::{CallContext, CapabilityError};
 use crate::guest_log::{GuestLevel, emit};
 
 impl ComponentState {
@@ -18,12 +18,18 @@ impl ComponentState {
         payload: serde_json::Value,
     ) -> Result<T, types::CapabilityError> {
         let payload = payload.to_string();
+        let ctx = CallContext {
+            policy_id: &self.policy_id,
+            deadline: self.limits.deadline,
+        };
         let answer = self
             .capabilities
-            .call(&self.policy_id, namespace, operation, payload.as_bytes())
+            .call(&ctx, namespace, operation, payload.as_bytes())
             .map_err(|e| match e {
                 CapabilityError::NotGranted(what) => types::CapabilityError::NotGranted(what),
-                CapabilityError::Failed(why) => types::CapabilityError::Failed(why),
+                failed @ (CapabilityError::Failed(_) | CapabilityError::DeadlineExceeded(_)) => {
+                    types::CapabilityError::Failed(failed.to_string())
+                }
             })?;
         serde_json::from_slice(&answer).map_err(|e| {
             types::CapabilityError::Failed(format!(

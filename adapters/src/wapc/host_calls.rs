@@ -212,8 +212,12 @@ fn host_call(
         crate::guest_log::log_kubewarden_event(&state.policy_id, payload);
         return Ok(Vec::new());
     }
+    let ctx = crate::capabilities::CallContext {
+        policy_id: &state.policy_id,
+        deadline: state.limits.deadline,
+    };
     state
         .capabilities
-        .call(&state.policy_id, namespace, operation, payload)
+        .call(&ctx, namespace, operation, payload)
         .map_err(|e| e.to_string())
 }
