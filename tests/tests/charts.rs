@@ -1260,3 +1260,23 @@ spec:
         assert!(left.trim().is_empty(), "{kind} left after the hook: {left}");
     }
 }
+
+/// The project's helm is built as helm's release build builds it
+/// (`scripts/go-tools.sh`: the version ldflags): it reports its release
+/// version and assumes the Kubernetes version of its client-go, not v1.20, so
+/// the charts' `kubeVersion: >=1.31.0-0` holds for `helm template` and
+/// `helm lint` without `--kube-version`, as with the helm users have.
+#[test]
+fn helm_renders_and_lints_the_charts_without_kube_version() {
+    let version = helm_ok(&["version", "--template", "{{ .Version }}"]);
+    assert!(
+        version.starts_with("v3.") && !version.contains("dev") && !version.contains("unreleased"),
+        "helm reports a release version: {version}"
+    );
+    for chart in CHARTS {
+        let dir = chart_dir(chart);
+        let dir = dir.to_str().unwrap();
+        helm_ok(&["template", chart, dir]);
+        helm_ok(&["lint", dir]);
+    }
+}
