@@ -468,7 +468,119 @@ fn setup(prefix: &str) -> (Kubectl, Namespace) {
     (k, ns)
 }
 
+/// What `helm uninstall` must remove: every namespaced kind the charts and the
+/// controller create, labelled `app.kubernetes.io/part-of=portcullis`.
+const NAMESPACED_KINDS: &str = "deployments,replicasets,pods,services,endpointslices,configmaps,secrets,\
+serviceaccounts,roles,rolebindings,poddisruptionbudgets,jobs";
+/// The same for cluster-scoped kinds.
+const CLUSTER_KINDS: &str = "clusterroles,clusterrolebindings,\
+validatingwebhookconfigurations,mutatingwebhookconfigurations";
+
+/// The objects of `kinds` labelled part-of=portcullis, as `kind/name` lines
+/// (namespaced ones prefixed with their namespace).
+fn portcullis_objects(k: &Kubectl, kinds: &str, all_namespaces: bool) -> Vec<String> {
+    let mut args = vec!["get", kinds, "-l", PART_OF_SELECTOR, "-o"];
+    let template =
+        "jsonpath={range .items[*]}{.metadata.namespace}/{.kind}/{.metadata.name}{\"\\n\"}{end}";
+    args.push(template);
+    if all_namespaces {
+        args.push("--all-namespaces");
+    }
+    k.ok(&args)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The CustomResourceDefinitions of the `policies.portcullis.dev` group.
+fn portcullis_crds(k: &Kubectl) -> Vec<String> {
+    k.ok(&["get", "customresourcedefinitions", "-o", "name"])
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.ends_with(".policies.portcullis.dev"))
+        .map(str::to_string)
+        .collect()
+}
+
 // ------------------------------------------------------------------ tests
+
+/// What `just kind-install` installed runs in the real cluster: the
+/// controller Deployment of the chart is available, and the `default`
+/// PolicyServer's pods (portcullis-defaults chart) run the Portcullis image
+/// and are Ready, their probes passed by the kubelet.
+#[test]
+#[ignore = "needs Docker and a kind cluster: just kind-up kind-load kind-install kind-e2e"]
+fn charts_run_a_ready_controller_and_default_policy_server() {
+    let k = kubectl();
+    let namespace = controller_namespace();
+    for deployment in ["portcullis-controller", "policy-server-default"] {
+        eventually(
+            &format!("deployment {namespace}/{deployment}"),
+            ACTIVATION_TIMEOUT,
+            || match k.get_json(Some(&namespace), "deployment", deployment) {
+                Some(_) => Ok(()),
+                None => Err("not created yet".to_string()),
+            },
+        );
+        k.ok(&[
+            "rollout",
+            "status",
+            &format!("deployment/{deployment}"),
+            "-n",
+            &namespace,
+            "--timeout=300s",
+        ]);
+    }
+    let controller = k
+        .get_json(Some(&namespace), "deployment", "portcullis-controller")
+        .expect("controller deployment");
+    assert!(
+        controller["status"]["availableReplicas"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1,
+        "controller available: {}",
+        controller["status"]
+    );
+
+    let text = k.ok(&[
+        "get",
+        "pods",
+        "-n",
+        &namespace,
+        "-l",
+        &format!("{LABEL_POLICY_SERVER}=default"),
+        "-o",
+        "json",
+    ]);
+    let pods: Value = serde_json::from_str(&text).expect("kubectl printed JSON");
+    let pods = pods["items"].as_array().cloned().unwrap_or_default();
+    assert!(!pods.is_empty(), "the default PolicyServer has pods");
+    for pod in &pods {
+        let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+        let container = &pod["spec"]["containers"][0];
+        assert_eq!(container["image"], json!(image()), "{name} runs the image");
+        assert!(
+            container["readinessProbe"].is_object() && container["livenessProbe"].is_object(),
+            "{name} has readiness and liveness probes: {container}"
+        );
+        assert_eq!(pod["status"]["phase"], "Running", "{name} is running");
+        let ready = pod["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+        assert!(ready, "{name} is Ready: {}", pod["status"]);
+        let status = &pod["status"]["containerStatuses"][0];
+        assert_eq!(status["ready"], true, "{name}'s container is ready");
+        assert!(
+            status["imageID"].as_str().is_some_and(|id| !id.is_empty()),
+            "{name}'s container runs an image the kubelet resolved: {status}"
+        );
+    }
+}
 
 #[test]
 #[ignore = "needs Docker and a kind cluster: just kind-up kind-load kind-install kind-e2e"]
@@ -782,6 +894,7 @@ fn uninstall_leaves_no_webhooks() {
         ("portcullis-crds", false),
     ] {
         let mut cmd = helm();
+        cmd.args(["--kube-context", &context()]);
         cmd.args(["uninstall", release, "--wait", "--timeout", "5m"]);
         if namespaced {
             cmd.args(["--namespace", &namespace]);
@@ -804,6 +917,22 @@ fn uninstall_leaves_no_webhooks() {
     assert!(
         left.is_empty(),
         "webhook configurations labelled {PART_OF_SELECTOR} left after helm uninstall: {left:?}"
+    );
+    // Nor anything else of the charts' or the controller's (pods may take
+    // their grace period to go).
+    eventually(
+        "nothing labelled part-of=portcullis left after helm uninstall",
+        Duration::from_secs(120),
+        || {
+            let mut left = portcullis_objects(&k, NAMESPACED_KINDS, true);
+            left.extend(portcullis_objects(&k, CLUSTER_KINDS, false));
+            left.extend(portcullis_crds(&k));
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("left: {left:?}"))
+            }
+        },
     );
     // Nothing intercepts Pods any more.
     eventually(
