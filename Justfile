@@ -90,9 +90,9 @@ kind-install variant="helm":
 kind-uninstall variant="helm":
     scripts/kind.sh uninstall {{ variant }}
 
-# Run tests/tests/kind_e2e.rs against the kind cluster; the uninstall test runs last, alone (it removes the charts).
-kind-e2e:
-    scripts/kind.sh e2e
+# Run tests/tests/kind_e2e.rs against the kind cluster; the uninstall test runs last, alone (it removes the charts). variant=kustomize: after `just kind-install kustomize`.
+kind-e2e variant="helm":
+    scripts/kind.sh e2e {{ variant }}
 
 # Delete the kind cluster and its registry.
 kind-down:

@@ -6,7 +6,7 @@
 #   scripts/kind.sh install [helm]     the three Helm charts (crds, controller, defaults)
 #   scripts/kind.sh install kustomize  the kustomize dev overlay instead (deploy/kustomize)
 #   scripts/kind.sh uninstall [helm|kustomize]
-#   scripts/kind.sh e2e                tests/tests/kind_e2e.rs against it
+#   scripts/kind.sh e2e [helm|kustomize]  tests/tests/kind_e2e.rs against it
 #   scripts/kind.sh down               delete the cluster and the registry
 #   scripts/kind.sh check              exit 0 if kind can run on this machine, else say why
 #   scripts/kind.sh test               what `./dev test` runs: all of the above, timed, and
@@ -243,15 +243,29 @@ kubectl_path() {
 
 kubectl_cmd() { "$(kubectl_path)" --context "$CONTEXT" "$@"; }
 
+# kind_e2e.rs against what `install VARIANT` installed. After the Helm
+# charts: every test, then the uninstall test alone (it uninstalls them).
+# After the kustomize overlay, which has no `default` PolicyServer: a
+# validating and a mutating policy, then the kustomize uninstall.
 cmd_e2e() {
-  local start=$SECONDS registry_ip
+  local variant="${1:-helm}" start=$SECONDS registry_ip
   registry_ip="$(docker inspect -f '{{ .NetworkSettings.Networks.kind.IPAddress }}' "$REGISTRY")"
   export PORTCULLIS_KIND_CONTEXT="$CONTEXT" PORTCULLIS_KIND_NAMESPACE="$NAMESPACE" \
     PORTCULLIS_KIND_REGISTRY="$registry_ip:5000" PORTCULLIS_KIND_IMAGE="$IMAGE" \
-    PORTCULLIS_KIND_UPGRADE_IMAGE="$UPGRADE_IMAGE" HELM="$(helm_bin)" KUBECTL="$(kubectl_path)"
-  cargo test -p portcullis-tests --test kind_e2e -- --ignored --skip uninstall_leaves_no_webhooks
+    PORTCULLIS_KIND_UPGRADE_IMAGE="$UPGRADE_IMAGE" PORTCULLIS_KIND_INSTALL="$variant" \
+    HELM="$(helm_bin)" KUBECTL="$(kubectl_path)"
+  case "$variant" in
+    helm)
+      cargo test -p portcullis-tests --test kind_e2e -- --ignored --skip uninstall_leaves_no_webhooks
+      ;;
+    kustomize)
+      cargo test -p portcullis-tests --test kind_e2e -- --ignored --exact \
+        cluster_policy_denies_privileged_pods mutating_cluster_policy_adds_default_labels
+      ;;
+    *) die "e2e: unknown variant $variant (helm | kustomize)" ;;
+  esac
   cargo test -p portcullis-tests --test kind_e2e -- --ignored --exact uninstall_leaves_no_webhooks
-  log "e2e in $((SECONDS - start))s"
+  log "e2e ($variant) in $((SECONDS - start))s"
 }
 
 cmd_down() {
@@ -272,7 +286,9 @@ cmd_test() {
   cmd_up
   cmd_load
   cmd_install helm
-  cmd_e2e
+  cmd_e2e helm
+  cmd_install kustomize
+  cmd_e2e kustomize
   cmd_down
   trap - EXIT
   log "kind suite passed in $((SECONDS - start))s"
@@ -283,9 +299,9 @@ case "${1:-}" in
   load) cmd_load ;;
   install) cmd_install "${2:-helm}" ;;
   uninstall) cmd_uninstall "${2:-helm}" ;;
-  e2e) cmd_e2e ;;
+  e2e) cmd_e2e "${2:-helm}" ;;
   down) cmd_down ;;
   check) if why="$(cmd_check 2>&1)"; then echo "kind can run here"; else echo "kind cannot run here: $why" >&2; exit 1; fi ;;
   test) cmd_test ;;
-  *) echo "usage: $0 up|load|install [helm|kustomize]|uninstall [helm|kustomize]|e2e|down|check|test" >&2; exit 2 ;;
+  *) echo "usage: $0 up|load|install [helm|kustomize]|uninstall [helm|kustomize]|e2e [helm|kustomize]|down|check|test" >&2; exit 2 ;;
 esac

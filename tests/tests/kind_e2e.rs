@@ -865,28 +865,16 @@ impl Drop for Cleanup {
     }
 }
 
-/// Uninstalls the charts: `just kind-e2e` runs it alone, after the others.
-#[test]
-#[ignore = "needs Docker and a kind cluster; uninstalls the charts, run last (just kind-e2e)"]
-fn uninstall_leaves_no_webhooks() {
-    let (k, ns) = setup("uninstall");
-    let policy = PolicySpec::privileged(
-        POLICY_SERVER,
-        &format!("uninstall-{}", ns.name()),
-        ns.name(),
-    )
-    .apply(&k);
-    policy.wait_active("protect");
-    assert!(
-        portcullis_webhook_configurations(&k)
-            .iter()
-            .any(|line| line.ends_with(&format!("/{}", policy.id()))),
-        "the policy's webhook configuration is labelled {PART_OF_SELECTOR}"
-    );
-    assert_privileged_pod_denied(&k, ns.name(), "privileged", &policy.webhook());
+/// Whether `just kind-install kustomize` installed the controller
+/// (`PORTCULLIS_KIND_INSTALL=kustomize`) rather than the Helm charts.
+fn kustomize_install() -> bool {
+    std::env::var("PORTCULLIS_KIND_INSTALL").is_ok_and(|v| v == "kustomize")
+}
 
-    // Reverse order of `just kind-install`; the controller chart's pre-delete
-    // hook deletes the policies and PolicyServers while the controller runs.
+/// `helm uninstall` of the three releases, in the reverse order of `just
+/// kind-install`; the controller chart's pre-delete hook deletes the policies
+/// and PolicyServers while the controller runs.
+fn uninstall_helm() {
     let namespace = controller_namespace();
     for (release, namespaced) in [
         ("portcullis-defaults", true),
@@ -910,18 +898,76 @@ fn uninstall_leaves_no_webhooks() {
             String::from_utf8_lossy(&out.stdout)
         );
     }
+}
+
+/// The kustomize uninstall of docs/install.md: the policies and PolicyServers
+/// first, while the controller runs and removes their webhooks, then
+/// `kubectl delete -k` of the dev overlay (its Namespace included).
+fn uninstall_kustomize(k: &Kubectl) {
+    let overlay =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/kustomize/overlays/dev");
+    k.ok(&[
+        "delete",
+        "clusteradmissionpolicies.policies.portcullis.dev,admissionpolicies.policies.portcullis.dev",
+        "--all",
+        "--all-namespaces",
+        "--wait=true",
+        "--timeout=120s",
+    ]);
+    k.ok(&[
+        "delete",
+        "policyservers.policies.portcullis.dev",
+        "--all",
+        "--wait=true",
+        "--timeout=120s",
+    ]);
+    k.ok(&[
+        "delete",
+        "-k",
+        overlay.to_str().expect("UTF-8 path"),
+        "--wait=true",
+        "--timeout=300s",
+    ]);
+}
+
+/// Uninstalls the charts (or the kustomize install): `just kind-e2e` runs it
+/// alone, after the others.
+#[test]
+#[ignore = "needs Docker and a kind cluster; uninstalls the charts, run last (just kind-e2e)"]
+fn uninstall_leaves_no_webhooks() {
+    let (k, ns) = setup("uninstall");
+    let policy = PolicySpec::privileged(
+        POLICY_SERVER,
+        &format!("uninstall-{}", ns.name()),
+        ns.name(),
+    )
+    .apply(&k);
+    policy.wait_active("protect");
+    assert!(
+        portcullis_webhook_configurations(&k)
+            .iter()
+            .any(|line| line.ends_with(&format!("/{}", policy.id()))),
+        "the policy's webhook configuration is labelled {PART_OF_SELECTOR}"
+    );
+    assert_privileged_pod_denied(&k, ns.name(), "privileged", &policy.webhook());
+
+    if kustomize_install() {
+        uninstall_kustomize(&k);
+    } else {
+        uninstall_helm();
+    }
     // The policy guard's delete would fail without the CRD; it is gone anyway.
     std::mem::forget(policy);
 
     let left = portcullis_webhook_configurations(&k);
     assert!(
         left.is_empty(),
-        "webhook configurations labelled {PART_OF_SELECTOR} left after helm uninstall: {left:?}"
+        "webhook configurations labelled {PART_OF_SELECTOR} left after uninstall: {left:?}"
     );
     // Nor anything else of the charts' or the controller's (pods may take
     // their grace period to go).
     eventually(
-        "nothing labelled part-of=portcullis left after helm uninstall",
+        "nothing labelled part-of=portcullis left after uninstall",
         Duration::from_secs(120),
         || {
             let mut left = portcullis_objects(&k, NAMESPACED_KINDS, true);
