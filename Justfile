@@ -82,17 +82,29 @@ kind-up:
 kind-load: policies
     scripts/kind.sh load
 
-# Install the charts into the kind cluster: CRDs, the controller and the default PolicyServer, all with portcullis:dev (variant=kustomize: the kustomize dev overlay instead).
-kind-install variant="helm":
-    scripts/kind.sh install {{ variant }}
+# Install the charts into the kind cluster: CRDs, the controller and the default PolicyServer, all with portcullis:dev.
+kind-install:
+    scripts/kind.sh install helm
 
-# Uninstall what kind-install installed.
-kind-uninstall variant="helm":
-    scripts/kind.sh uninstall {{ variant }}
+# Install the kustomize dev overlay into the kind cluster instead of the charts.
+kind-install-kustomize:
+    scripts/kind.sh install kustomize
 
-# Run tests/tests/kind_e2e.rs against the kind cluster; the uninstall test runs last, alone (it removes the charts). variant=kustomize: after `just kind-install kustomize`.
-kind-e2e variant="helm":
-    scripts/kind.sh e2e {{ variant }}
+# Uninstall the charts.
+kind-uninstall:
+    scripts/kind.sh uninstall helm
+
+# Uninstall the kustomize dev overlay.
+kind-uninstall-kustomize:
+    scripts/kind.sh uninstall kustomize
+
+# Run tests/tests/kind_e2e.rs against the charts in the kind cluster; the uninstall test runs last, alone (it uninstalls them).
+kind-e2e:
+    scripts/kind.sh e2e helm
+
+# Run the kind tests that apply to the kustomize install, then its uninstall test.
+kind-e2e-kustomize:
+    scripts/kind.sh e2e kustomize
 
 # Delete the kind cluster and its registry.
 kind-down:

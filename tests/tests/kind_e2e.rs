@@ -865,7 +865,7 @@ impl Drop for Cleanup {
     }
 }
 
-/// Whether `just kind-install kustomize` installed the controller
+/// Whether `just kind-install-kustomize` installed the controller
 /// (`PORTCULLIS_KIND_INSTALL=kustomize`) rather than the Helm charts.
 fn kustomize_install() -> bool {
     std::env::var("PORTCULLIS_KIND_INSTALL").is_ok_and(|v| v == "kustomize")
