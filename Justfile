@@ -74,6 +74,10 @@ image-test tag="portcullis:dev" offline="0": policies (image tag offline)
 # apt-get); where no container registry answers, the node image and the
 # images the round trip needs are built here first (scripts/kind-node-image.sh).
 
+# Build the kind node image, registry:2 and the kubectl image here, from Debian packages and Go modules (what kind-up does where no registry answers); cached.
+kind-node-image:
+    scripts/kind-node-image.sh --images
+
 # Create the kind cluster `portcullis` and an OCI registry for policy modules (a container on the `kind` network, published on 127.0.0.1:5001).
 kind-up:
     scripts/kind.sh up

@@ -79,10 +79,14 @@ die() { log "$*"; exit 1; }
 want_images=0
 [[ "${1:-}" == "--images" ]] && want_images=1
 
+[[ "$(id -u)" == 0 ]] || die "run as root (debootstrap)"
+if ! command -v debootstrap >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  log "apt-get install debootstrap"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+fi
 for tool in docker go gcc debootstrap apt-get dpkg-deb jq; do
   command -v "$tool" >/dev/null 2>&1 || die "$tool is required (Debian: apt-get install docker.io golang gcc debootstrap jq)"
 done
-[[ "$(id -u)" == 0 ]] || die "run as root (debootstrap)"
 mkdir -p "$BIN" "$STAMPS"
 
 KIND_DIR="$(cd "$ROOT" && go mod download -json "sigs.k8s.io/kind@$KIND_VERSION" | jq -r .Dir)"
