@@ -18,8 +18,9 @@
 # builder image. For Debian bookworm hosts (the runtime base's glibc) with a
 # Docker engine and no registry, such as CI's; the image is smoke-run to
 # catch a glibc mismatch. PORTCULLIS_IMAGE_PROFILE=dev takes the debug
-# binaries of `cargo build --workspace --bins` instead (what `./dev test`
-# has built already; its kind suite uses them, see docs/kind.md).
+# binaries that `cargo test --workspace` builds instead: the same build as
+# the test suite's (same features), so after it nothing is compiled; the
+# kind suite of `./dev test` uses them (docs/kind.md).
 #
 # The version label comes from the workspace Cargo.toml and the revision from
 # git, so an image says which commit it was built from.
@@ -40,7 +41,7 @@ if (( prebuilt )); then
     profile="${PORTCULLIS_IMAGE_PROFILE:-dist}"
     case "$profile" in
         dist) cargo build --profile dist --locked -p portcullis-host -p portcullis-controller --bins; out=dist ;;
-        dev) cargo build --locked --workspace --bins; out=debug ;;
+        dev) cargo test --locked --workspace --no-run; out=debug ;;
         *) echo "image: PORTCULLIS_IMAGE_PROFILE must be dist or dev" >&2; exit 2 ;;
     esac
     scripts/offline-base-images.sh --docker-runtime
