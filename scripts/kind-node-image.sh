@@ -416,5 +416,7 @@ if ! docker_image_ok "$NODE_IMAGE" "$RECIPE"; then
   build_node
   log "built $NODE_IMAGE in $((SECONDS - start))s"
 fi
+# The images a previous recipe built, now untagged.
+docker image prune -f --filter "label=$LABEL" >/dev/null
 echo "$NODE_IMAGE"
 if (( want_images )); then echo "$REGISTRY_IMAGE"; echo "$KUBECTL_IMAGE"; fi
