@@ -2,8 +2,8 @@
 //!
 //! Needs helm (`scripts/go-tools.sh helm`) and, for the server-side dry runs,
 //! the control-plane harness (`scripts/go-tools.sh control-plane`) and kubectl.
-//! What is not checked here: that the images exist and that the controller
-//! runs in a real cluster (no Docker, no kind in this environment).
+//! That the image and the charts run in a real cluster is checked on kind
+//! (`tests/tests/kind_e2e.rs`, run by `./dev test`).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

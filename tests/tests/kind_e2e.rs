@@ -5,10 +5,10 @@
 //! functions as the local control-plane e2e tests (`portcullis_tests::e2e`),
 //! run through `Kubectl::new(kubeconfig).with_context(ctx)`.
 //!
-//! **Every cluster test is `#[ignore]`d**: they need Docker and kind, which the
-//! development machine does not have, so they are compiled (and linted) by
-//! `cargo test` but never run by it; they have not been run yet. (The one
-//! test that does run checks a log helper.) Run them with (see docs/kind.md):
+//! **Every cluster test is `#[ignore]`d**: they need a kind cluster, so the
+//! workspace's `cargo test` only compiles them (the one test that runs
+//! checks a log helper). `./dev test` runs them afterwards, on a cluster it
+//! creates (`scripts/kind.sh test`); by hand (see docs/kind.md):
 //!
 //! ```text
 //! just kind-up kind-load kind-install kind-e2e kind-down
@@ -16,7 +16,9 @@
 //!
 //! `kind-e2e` sets the environment and runs every test but
 //! `uninstall_leaves_no_webhooks` in parallel, then that one alone (it
-//! uninstalls the charts):
+//! uninstalls the charts; `kind-e2e-kustomize` runs two policy tests and the
+//! uninstall test against the kustomize install,
+//! `PORTCULLIS_KIND_INSTALL=kustomize`):
 //!
 //! - `PORTCULLIS_KIND_CONTEXT`: kubeconfig context (default `kind-portcullis`);
 //!   the kubeconfig is the first entry of `$KUBECONFIG` or `~/.kube/config`.
