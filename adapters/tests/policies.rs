@@ -125,6 +125,55 @@ fn pod_privileged_gives_the_same_verdicts_in_both_abis() {
     }
 }
 
+/// The Python, JavaScript and Go builds (a component each for the first two,
+/// a WASI command for Go) answer every shared fixture exactly as the Rust
+/// waPC build does, field by field, under both settings.
+#[test]
+fn pod_privileged_agrees_in_every_language() {
+    let reference = load("pod-privileged-wapc");
+    for build in ["component", "python", "js", "go"] {
+        let policy = load(&format!("pod-privileged-{build}"));
+        for settings in [json!({}), json!({"skip_init_containers": true})] {
+            let settings = Settings::new(settings);
+            assert!(
+                policy.validate_settings(&ctx(), &settings).unwrap().valid,
+                "{build}"
+            );
+            for fixture_name in [
+                "pod-unprivileged",
+                "pod-privileged",
+                "pod-init-privileged",
+                "pod-no-labels",
+                "pod-partial-labels",
+            ] {
+                let want = reference
+                    .validate(&ctx(), &fixture(fixture_name), &settings)
+                    .unwrap();
+                let got = policy
+                    .validate(&ctx(), &fixture(fixture_name), &settings)
+                    .unwrap();
+                assert_eq!(
+                    got,
+                    want,
+                    "{build} on {fixture_name} with {:?}",
+                    settings.value()
+                );
+            }
+        }
+        let unknown = policy
+            .validate_settings(&ctx(), &Settings::new(json!({"skip_everything": true})))
+            .unwrap();
+        assert!(!unknown.valid, "{build}");
+        assert!(
+            unknown.message.unwrap().contains("skip_everything"),
+            "{build}"
+        );
+    }
+    assert_eq!(load("pod-privileged-python").abi(), Abi::Component);
+    assert_eq!(load("pod-privileged-js").abi(), Abi::Component);
+    assert_eq!(load("pod-privileged-go").abi(), Abi::WasiCommand);
+}
+
 #[test]
 fn skip_init_containers_setting_is_honoured() {
     let settings = Settings::new(json!({"skip_init_containers": true}));
