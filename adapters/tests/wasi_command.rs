@@ -96,8 +96,8 @@ fn every_call_is_a_fresh_instance() {
            (data (i32.const 200) "{\"accepted\":false,\"message\":\"2\"}")"#,
         r#"(global.set $calls (i32.add (global.get $calls) (i32.const 1)))
            (if (i32.eq (global.get $calls) (i32.const 1))
-             (then (call $write (i32.const 1) (i32.const 100) (i32.const 33)))
-             (else (call $write (i32.const 1) (i32.const 200) (i32.const 33))))"#,
+             (then (call $write (i32.const 1) (i32.const 100) (i32.const 32)))
+             (else (call $write (i32.const 1) (i32.const 200) (i32.const 32))))"#,
     );
     for _ in 0..5 {
         assert_eq!(validate(&m, &ctx()).unwrap().message.as_deref(), Some("1"));
