@@ -112,9 +112,12 @@ fn save_load_list_digest_and_remove() {
     );
 
     offline.ok(&["load", "-i", tarball.to_str().unwrap()]);
+    // The tag, and the tag pinned to its manifest digest.
     let listed = offline.policies();
-    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    let pinned_uri = format!("{reference}@{manifest_digest}");
     assert_eq!(listed[0]["uri"], reference);
+    assert_eq!(listed[1]["uri"], pinned_uri.as_str());
     assert_eq!(listed[0]["manifestDigest"], manifest_digest.as_str());
     let wasm_digest = listed[0]["digest"].as_str().unwrap().to_string();
     let table = offline.ok(&["policies"]);
@@ -137,7 +140,10 @@ fn save_load_list_digest_and_remove() {
     // rm by digest prefix; the module file goes with its last reference.
     let path = listed[0]["path"].as_str().unwrap().to_string();
     let removed = offline.ok(&["rm", &wasm_digest["sha256:".len()..][..12]]);
-    assert!(removed.contains(&reference), "{removed}");
+    assert!(
+        removed.contains(&reference) && removed.contains(&pinned_uri),
+        "{removed}"
+    );
     assert!(offline.policies().is_empty());
     assert!(!Path::new(&path).exists());
     let out = offline.run(&["rm", "registry://nowhere/x:y"]);

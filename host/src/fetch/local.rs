@@ -91,7 +91,18 @@ impl ModuleFetcher {
             manifest_digest: manifest_digest.clone(),
             fetched_at: 0,
         };
-        self.inner.store.record(uri, entry).await?;
+        self.inner.store.record(uri, entry.clone()).await?;
+        // A registry tag imported with its manifest digest is found offline
+        // under the digest-pinned reference too.
+        if let Some(digest) = &manifest_digest
+            && uri.starts_with("registry://")
+            && !uri.contains('@')
+        {
+            self.inner
+                .store
+                .record(&format!("{uri}@{digest}"), entry)
+                .await?;
+        }
         Ok(module(stored, uri.to_owned(), manifest_digest))
     }
 }

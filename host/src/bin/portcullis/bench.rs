@@ -77,9 +77,6 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let request = inputs::request(&args.request, false)?;
     let loaded = inputs::engine()?.load(&module.bytes)?;
     let ctx = EvalContext::new(policy_name(&args.module), Duration::from_secs(5));
-    if !loaded.validate_settings(&ctx, &settings)?.valid {
-        bail!("invalid settings");
-    }
     let duration = args.duration;
     let (fresh, warm) = tokio::task::spawn_blocking({
         let loaded = loaded.clone();
@@ -122,6 +119,15 @@ fn measure(
     settings: &Settings,
     duration: Duration,
 ) -> anyhow::Result<(Stats, Stats)> {
+    // Evaluations block (WASI calls even run a runtime of their own), so all
+    // of this runs off the async runtime's threads.
+    let verdict = loaded.validate_settings(ctx, settings)?;
+    if !verdict.valid {
+        bail!(
+            "the policy rejected its settings: {}",
+            verdict.message.unwrap_or_default()
+        );
+    }
     // Warm up caches and the pool before measuring.
     let warm_up = Instant::now();
     while warm_up.elapsed() < duration / 10 {

@@ -85,7 +85,8 @@ impl Metadata {
                 if values.is_empty() {
                     bail!("{}: must not be empty", at(field));
                 }
-                if values.iter().any(|v| v == "*") && values.len() > 1 {
+                // Resources have their own wildcard rules, below.
+                if field != "resources" && values.iter().any(|v| v == "*") && values.len() > 1 {
                     bail!("{}: no other value may be given with '*'", at(field));
                 }
             }
