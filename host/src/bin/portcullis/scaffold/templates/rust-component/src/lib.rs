@@ -1,7 +1,8 @@
 //! {{name}}: a component policy on the `portcullis:policy` WIT contract.
 //! Rejects objects that carry a label listed in `denied_labels`.
 
-wit_bindgen::generate!({ path: "wit", world: "policy" });
+// `generate_all`: the world uses the types of the portcullis:policy package.
+wit_bindgen::generate!({ path: "wit", world: "policy", generate_all });
 
 use serde::Deserialize;
 use serde_json::Value;
