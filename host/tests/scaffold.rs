@@ -4,14 +4,21 @@
 //!
 //! Needs the toolchains `scripts/setup.sh` installs (the wasm targets,
 //! componentize-py, componentize-js, Go). The Rust templates build in
-//! `target/scaffold-templates`, so that repeated runs reuse their
-//! dependencies.
+//! `$CARGO_TARGET_DIR/scaffold-templates` (CI keeps it in ~/.cache/portcullis),
+//! so that repeated runs reuse their dependencies.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The workspace's target directory, as cargo was told it.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target"))
 }
 
 fn scaffold_build_and_test(lang: &str) {
