@@ -44,7 +44,7 @@ fn scaffold_build_and_test(lang: &str) {
             )
             .env(
                 "CARGO_TARGET_DIR",
-                repo().join("target/scaffold-templates").join(lang),
+                target_dir().join("scaffold-templates").join(lang),
             )
             .output()
             .unwrap_or_else(|e| panic!("{program}: {e}"));
