@@ -4,17 +4,27 @@
 #
 #   waPC guests (Kubewarden protocol)      -> wasm32-wasip1 core modules
 #   component guests (portcullis:policy)   -> wasm32-wasip2 components
+#   Python guests (componentize-py)        -> components
+#   JavaScript guests (componentize-js)    -> components
+#   Go guests (GOOS=wasip1)                -> WASI command modules
+#
+# The Python, JavaScript and Go policies get their metadata from
+# `portcullis annotate` (built here when one of them needs building), and are
+# rebuilt only when their sources or toolchain change.
 #
 # Environment:
 #   PORTCULLIS_WASM_TARGET_DIR  cargo target dir (default: <repo>/target/wasm)
 #   CARGO                       cargo binary (default: cargo)
+#   PORTCULLIS                  the portcullis CLI (default: built from this checkout)
 #
 # Idempotent; runs from any working directory.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 manifest="$repo/sample-policies/Cargo.toml"
+host_target_dir="${CARGO_TARGET_DIR:-$repo/target}"
 export CARGO_TARGET_DIR="${PORTCULLIS_WASM_TARGET_DIR:-$repo/target/wasm}"
+export PATH="$HOME/.cache/portcullis/bin:$PATH"
 out_dir="$repo/target/policies"
 cargo="${CARGO:-cargo}"
 
@@ -64,3 +74,83 @@ copy() {
 }
 copy wasm32-wasip1 "${wasip1_crates[@]}"
 copy wasm32-wasip2 "${wasip2_crates[@]}"
+
+# ---------------------------------------------------------------- other languages
+python_policies=(pod-privileged-python)
+js_policies=(pod-privileged-js)
+go_policies=(pod-privileged-go)
+
+portcullis=""
+cli() {
+    if [[ -z "$portcullis" ]]; then
+        if [[ -n "${PORTCULLIS:-}" ]]; then
+            portcullis="$PORTCULLIS"
+        else
+            echo "==> cargo build -p portcullis-host --bin portcullis (for portcullis annotate)" >&2
+            CARGO_TARGET_DIR="$host_target_dir" "$cargo" build -q --manifest-path "$repo/Cargo.toml" \
+                -p portcullis-host --bin portcullis
+            portcullis="$host_target_dir/debug/portcullis"
+        fi
+    fi
+    "$portcullis" "$@"
+}
+
+need_tool() {
+    command -v "$1" >/dev/null 2>&1 || {
+        echo "error: $1 is not installed (scripts/setup.sh installs it)" >&2
+        exit 1
+    }
+}
+
+# A hash of everything a build reads: the sources (and the WIT they include)
+# and the toolchain's version.
+stamp_of() {
+    local dir="$1" tool_version="$2"
+    {
+        echo "$tool_version"
+        (cd "$dir" && find -L . -type f ! -name '*.wasm' ! -name '*.md' ! -path './node_modules/*' | LC_ALL=C sort | xargs sha256sum)
+    } | sha256sum | cut -c1-32
+}
+
+# build_other NAME TOOL_VERSION COMMAND...: COMMAND writes $unannotated from
+# the sources in sample-policies/NAME (its working directory).
+build_other() {
+    local name="$1" version="$2"
+    shift 2
+    local dir="$repo/sample-policies/$name" dst="$out_dir/$name.wasm"
+    local stamp
+    stamp="$(stamp_of "$dir" "$version")"
+    if [[ -f "$dst" && "$(cat "$out_dir/.$name.stamp" 2>/dev/null)" == "$stamp" ]]; then
+        printf '%s\t%s bytes (up to date)\n' "$dst" "$(wc -c <"$dst" | tr -d ' ')"
+        return
+    fi
+    unannotated="$(mktemp -d)/$name.wasm"
+    echo "==> $name: $*" >&2
+    (cd "$dir" && "$@")
+    cli annotate "$unannotated" --metadata-path "$dir/metadata.yml" --output-path "$dst.tmp"
+    rm -rf "$(dirname "$unannotated")"
+    mv -f "$dst.tmp" "$dst"
+    echo "$stamp" >"$out_dir/.$name.stamp"
+    printf '%s\t%s bytes\n' "$dst" "$(wc -c <"$dst" | tr -d ' ')"
+}
+
+python_build() { componentize-py -d wit -w pod-privileged componentize app -o "$unannotated" >/dev/null; }
+# componentize-js reads its inputs from inside a WASI sandbox: absolute paths.
+js_build() {
+    componentize-js "$PWD/policy.js" --wit "$PWD/wit" --world-name pod-privileged \
+        --disable http fetch-event -o "$unannotated" >/dev/null
+}
+go_build() { GOOS=wasip1 GOARCH=wasm go build -trimpath -ldflags=-s -o "$unannotated" .; }
+
+need_tool componentize-py
+need_tool componentize-js
+need_tool go
+for name in "${python_policies[@]}"; do
+    build_other "$name" "$(componentize-py --version)" python_build
+done
+for name in "${js_policies[@]}"; do
+    build_other "$name" "componentize-js $(componentize-js --version)" js_build
+done
+for name in "${go_policies[@]}"; do
+    build_other "$name" "$(go version)" go_build
+done

@@ -41,6 +41,45 @@ if ! command -v just >/dev/null 2>&1 && [ ! -x "$bin/just" ]; then
     fi
 fi
 
+# Python and JavaScript policies (scripts/build-policies.sh, the scaffold
+# templates): componentize-py from PyPI and componentize-js from npm, pinned,
+# each in a directory named by its version (or lock file), with launchers in
+# $bin. Both ship their runtime (CPython, SpiderMonkey) and Wizer as packages.
+componentize_py_version=0.25.1
+py_dir="$HOME/.cache/portcullis/componentize-py-$componentize_py_version"
+if [ ! -x "$py_dir/bin/componentize-py" ]; then
+    need python3 "Python 3.11 or newer with pip"
+    echo "setup: installing componentize-py $componentize_py_version"
+    rm -rf "$py_dir.tmp"
+    python3 -m pip install --quiet --disable-pip-version-check --target "$py_dir.tmp" \
+        "componentize-py==$componentize_py_version"
+    rm -rf "$py_dir"
+    mv "$py_dir.tmp" "$py_dir"
+fi
+launcher="$(printf '#!/bin/sh\nPYTHONPATH="%s${PYTHONPATH:+:$PYTHONPATH}" exec python3 "%s/bin/componentize-py" "$@"\n' "$py_dir" "$py_dir")"
+if [ "$(cat "$bin/componentize-py" 2>/dev/null)" != "$launcher" ]; then
+    printf '%s\n' "$launcher" >"$bin/componentize-py"
+    chmod +x "$bin/componentize-py"
+fi
+
+toolchains="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/toolchains"
+js_dir="$HOME/.cache/portcullis/node-toolchains-$(sha256sum "$toolchains/package-lock.json" | cut -c1-16)"
+if [ ! -x "$js_dir/node_modules/.bin/componentize-js" ]; then
+    need npm "Node 20 or newer with npm"
+    echo "setup: installing componentize-js (npm ci, scripts/toolchains)"
+    rm -rf "$js_dir.tmp"
+    mkdir -p "$js_dir.tmp"
+    cp "$toolchains/package.json" "$toolchains/package-lock.json" "$js_dir.tmp/"
+    (cd "$js_dir.tmp" && npm ci --no-audit --no-fund --loglevel=error)
+    rm -rf "$js_dir"
+    mv "$js_dir.tmp" "$js_dir"
+fi
+ln -sfn "$js_dir/node_modules/.bin/componentize-js" "$bin/componentize-js"
+# Versions this checkout no longer uses.
+for old in "$HOME"/.cache/portcullis/componentize-py-* "$HOME"/.cache/portcullis/node-toolchains-*; do
+    case "$old" in "$py_dir" | "$js_dir" | *.tmp) ;; *) [ -d "$old" ] && rm -rf "$old" ;; esac
+done
+
 # The load benchmark drives the server with wrk (Debian); only for `just bench-load`.
 if [ "${PORTCULLIS_SETUP_BENCH:-0}" = 1 ] && ! command -v wrk >/dev/null 2>&1; then
     if command -v apt-get >/dev/null 2>&1; then

@@ -47,7 +47,7 @@ impl CompiledCache {
 
     fn path(&self, digest: &str, abi: Abi) -> PathBuf {
         let kind = match abi {
-            Abi::Wapc => "module",
+            Abi::Wapc | Abi::WasiCommand => "module",
             Abi::Component => "component",
         };
         let hex = digest.trim_start_matches("sha256:");

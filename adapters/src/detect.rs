@@ -5,7 +5,8 @@ use crate::types::Abi;
 
 /// Decide which adapter runs `wasm`, or say clearly why none does.
 ///
-/// Core modules are recognised by their exports: `__guest_call` means waPC.
+/// Core modules are recognised by their exports: `__guest_call` means waPC,
+/// `_start` without it a WASI command (Kubewarden's `executionMode: wasi`).
 /// Components are accepted here and checked against the WIT world when linked.
 pub fn detect_abi(wasm: &[u8]) -> Result<Abi, AdapterError> {
     if wasm.len() < 8 || &wasm[0..4] != b"\0asm" {
@@ -66,11 +67,7 @@ pub fn detect_abi(wasm: &[u8]) -> Result<Abi, AdapterError> {
         ));
     }
     if has("_start") {
-        return Err(AdapterError::Unsupported(
-            "this is a plain WASI command module (it exports _start but not __guest_call); \
-             Portcullis runs waPC and WIT component policies"
-                .into(),
-        ));
+        return Ok(Abi::WasiCommand);
     }
     let mut listed: Vec<&str> = exports.iter().map(String::as_str).take(8).collect();
     if exports.len() > 8 {
@@ -109,7 +106,7 @@ mod tests {
     }
 
     #[test]
-    fn opa_and_wasi_command_are_named() {
+    fn opa_is_named_and_wasi_commands_detected() {
         let opa = wasm(
             r#"(module (import "env" "opa_abort" (func (param i32)))
             (func (export "opa_eval") (result i32) i32.const 0))"#,
@@ -118,8 +115,7 @@ mod tests {
         assert!(err.contains("OPA/Rego"), "{err}");
 
         let cmd = wasm(r#"(module (func (export "_start")))"#);
-        let err = detect_abi(&cmd).unwrap_err().to_string();
-        assert!(err.contains("WASI command module"), "{err}");
+        assert_eq!(detect_abi(&cmd).unwrap(), Abi::WasiCommand);
 
         let other = wasm(r#"(module (func (export "hello")))"#);
         let err = detect_abi(&other).unwrap_err().to_string();

@@ -22,7 +22,7 @@ use crate::metadata::{PolicyMetadata, read_metadata};
 use crate::types::{
     Abi, EvalContext, PolicyRequest, Settings, SettingsVerdict, ValidationResponse,
 };
-use crate::{component, detect, wapc};
+use crate::{component, detect, wapc, wasi_command};
 
 /// Engine-wide settings.
 #[derive(Debug, Clone)]
@@ -72,6 +72,7 @@ pub(crate) struct EngineInner {
     cache: Option<CompiledCache>,
     wapc_linker: wapc::SharedLinker,
     component_linker: component::SharedLinker,
+    wasi_command_linker: wasi_command::SharedLinker,
     ticker_stop: Arc<AtomicBool>,
 }
 
@@ -130,6 +131,7 @@ impl PolicyEngine {
             inner: Arc::new(EngineInner {
                 wapc_linker: wapc::linker(&engine)?,
                 component_linker: component::linker(&engine)?,
+                wasi_command_linker: wasi_command::linker(&engine)?,
                 engine,
                 compile_config,
                 config,
@@ -153,6 +155,9 @@ impl PolicyEngine {
         let inner = &self.inner;
         let artifact = self.artifact(wasm, abi, &digest)?;
         let kind = match artifact {
+            Artifact::Module(module) if abi == Abi::WasiCommand => ModuleKind::WasiCommand(
+                wasi_command::WasiCommandModule::new(&inner.wasi_command_linker, module)?,
+            ),
             Artifact::Module(module) => {
                 ModuleKind::Wapc(wapc::WapcModule::new(&inner.wapc_linker, module)?)
             }
@@ -194,7 +199,9 @@ impl PolicyEngine {
         let compiler = Engine::new(&inner.compile_config)
             .map_err(|e| AdapterError::Engine(format!("{e:#}")))?;
         let compiled = match abi {
-            Abi::Wapc => wasmtime::Module::new(&compiler, wasm).and_then(|m| m.serialize()),
+            Abi::Wapc | Abi::WasiCommand => {
+                wasmtime::Module::new(&compiler, wasm).and_then(|m| m.serialize())
+            }
             Abi::Component => {
                 wasmtime::component::Component::new(&compiler, wasm).and_then(|c| c.serialize())
             }
@@ -215,7 +222,9 @@ impl PolicyEngine {
         // entry whose name carries this engine's fingerprint. wasmtime checks
         // the header and the settings again.
         Ok(match abi {
-            Abi::Wapc => Artifact::Module(unsafe { wasmtime::Module::deserialize(engine, bytes)? }),
+            Abi::Wapc | Abi::WasiCommand => {
+                Artifact::Module(unsafe { wasmtime::Module::deserialize(engine, bytes)? })
+            }
             Abi::Component => Artifact::Component(unsafe {
                 wasmtime::component::Component::deserialize(engine, bytes)?
             }),
@@ -257,6 +266,7 @@ struct ModuleInner {
 enum ModuleKind {
     Wapc(wapc::WapcModule),
     Component(component::ComponentModule),
+    WasiCommand(wasi_command::WasiCommandModule),
 }
 
 impl LoadedModule {
@@ -265,6 +275,7 @@ impl LoadedModule {
         match self.inner.kind {
             ModuleKind::Wapc(_) => Abi::Wapc,
             ModuleKind::Component(_) => Abi::Component,
+            ModuleKind::WasiCommand(_) => Abi::WasiCommand,
         }
     }
 
@@ -288,6 +299,7 @@ impl LoadedModule {
         match &self.inner.kind {
             ModuleKind::Wapc(m) => m.validate_settings(limits, ctx, settings),
             ModuleKind::Component(m) => m.validate_settings(limits, ctx, settings),
+            ModuleKind::WasiCommand(m) => m.validate_settings(limits, ctx, settings),
         }
     }
 
@@ -302,6 +314,7 @@ impl LoadedModule {
         match &self.inner.kind {
             ModuleKind::Wapc(m) => m.validate(limits, ctx, request, settings),
             ModuleKind::Component(m) => m.validate(limits, ctx, request, settings),
+            ModuleKind::WasiCommand(m) => m.validate(limits, ctx, request, settings),
         }
     }
 
@@ -320,6 +333,7 @@ impl LoadedModule {
         match &self.inner.kind {
             ModuleKind::Wapc(m) => m.validate_n(limits, ctx, request, settings, n),
             ModuleKind::Component(m) => m.validate_n(limits, ctx, request, settings, n),
+            ModuleKind::WasiCommand(m) => m.validate_n(limits, ctx, request, settings, n),
         }
     }
 

@@ -1,5 +1,6 @@
-//! One evaluation API over the two kinds of admission policy Portcullis runs:
-//! Kubewarden's waPC modules and components of the `portcullis:policy` WIT world.
+//! One evaluation API over the kinds of admission policy Portcullis runs:
+//! Kubewarden's waPC modules, components of the `portcullis:policy` WIT world,
+//! and Kubewarden's plain WASI command policies (`executionMode: wasi`).
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -30,10 +31,14 @@ mod guest_log;
 mod metadata;
 mod types;
 mod wapc;
+mod wasi_command;
 
 pub use capabilities::{CallContext, CapabilityError, HostCapabilities, NoCapabilities};
 pub use detect::detect_abi;
 pub use engine::{EngineConfig, LoadedModule, PolicyEngine};
 pub use error::{AdapterError, EvalError};
-pub use metadata::{ContextAwareResource, PolicyMetadata, Rule, read_metadata};
+pub use metadata::{
+    ContextAwareResource, KUBEWARDEN_SECTION, PORTCULLIS_SECTION, PolicyMetadata, Rule,
+    read_metadata,
+};
 pub use types::{Abi, EvalContext, PolicyRequest, Settings, SettingsVerdict, ValidationResponse};

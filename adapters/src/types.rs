@@ -17,6 +17,8 @@ pub enum Abi {
     Wapc,
     /// The `portcullis:policy` WIT world on a component.
     Component,
+    /// A WASI command module (Kubewarden's `executionMode: wasi`).
+    WasiCommand,
 }
 
 impl std::fmt::Display for Abi {
@@ -24,6 +26,7 @@ impl std::fmt::Display for Abi {
         f.write_str(match self {
             Abi::Wapc => "wapc",
             Abi::Component => "component",
+            Abi::WasiCommand => "wasi-command",
         })
     }
 }

@@ -12,10 +12,11 @@ use std::time::Duration;
 use portcullis_tests::control_plane::{ControlPlane, TestNamespace};
 use portcullis_tests::e2e::{
     Endpoint, FailurePolicy, Kubectl, PRIVILEGED_DENIAL, Webhook, WebhookKind,
-    assert_default_labels, assert_privileged_pod_admitted, assert_privileged_pod_denied,
-    assert_unreachable_webhook_fails_closed, assert_unreachable_webhook_fails_open,
-    default_labels_settings, dry_run_pod, eventually, privileged_pod,
-    register_privileged_and_default_labels, wait_for_default_service_account,
+    assert_default_labels, assert_pod_admitted, assert_privileged_pod_admitted,
+    assert_privileged_pod_denied, assert_unreachable_webhook_fails_closed,
+    assert_unreachable_webhook_fails_open, default_labels_settings, dry_run_pod, eventually,
+    privileged_pod, register_privileged_and_default_labels, unprivileged_pod,
+    wait_for_default_service_account,
 };
 use portcullis_tests::policy_server::{Policy, PolicyServer};
 use serde_json::Value;
@@ -231,4 +232,38 @@ fn monitor_mode_admits_and_logs_the_would_be_rejection() {
         verdict.to_string().contains(PRIVILEGED_DENIAL),
         "the would-be rejection message is logged: {verdict}"
     );
+}
+
+#[test]
+fn python_javascript_and_go_policies_deny_privileged_pods() {
+    let policies = [
+        ("python", "pod-privileged-python"),
+        ("javascript", "pod-privileged-js"),
+        ("go", "pod-privileged-go"),
+    ];
+    let server = start_server(
+        &policies
+            .iter()
+            .map(|(lang, module)| Policy::new(&format!("privileged-{lang}"), module))
+            .collect::<Vec<_>>(),
+        &[],
+    );
+    for (lang, _) in policies {
+        let (ns, k) = namespace(&format!("e2e-{lang}"));
+        let policy = format!("privileged-{lang}");
+        let webhook = Webhook::new(
+            WebhookKind::Validating,
+            &policy,
+            ns.name(),
+            Endpoint::Url(server.validate_url(&policy)),
+            server.ca_pem(),
+        )
+        .register(&k);
+        let denial = assert_privileged_pod_denied(&k, ns.name(), "privileged", webhook.name());
+        assert!(
+            denial.contains("Privileged container is not allowed: sidecar"),
+            "{lang}: {denial}"
+        );
+        assert_pod_admitted(&k, &unprivileged_pod("unprivileged", ns.name()));
+    }
 }

@@ -258,7 +258,10 @@ impl Running<'_> {
     }
 }
 
-fn validate_payload(request: &PolicyRequest, settings: &Settings) -> Result<Vec<u8>, EvalError> {
+pub(crate) fn validate_payload(
+    request: &PolicyRequest,
+    settings: &Settings,
+) -> Result<Vec<u8>, EvalError> {
     // Written by hand around the pre-serialised settings so that the settings
     // are not parsed and serialised again for every request.
     let mut msg = Vec::with_capacity(1024 + settings.json().len());
@@ -287,7 +290,7 @@ fn validate_payload(request: &PolicyRequest, settings: &Settings) -> Result<Vec<
     Ok(msg)
 }
 
-fn parse_validation_response(bytes: &[u8]) -> Result<ValidationResponse, EvalError> {
+pub(crate) fn parse_validation_response(bytes: &[u8]) -> Result<ValidationResponse, EvalError> {
     serde_json::from_slice(bytes).map_err(|e| {
         let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(64)]).into_owned();
         EvalError::MalformedOutput(format!(

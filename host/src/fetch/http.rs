@@ -64,6 +64,7 @@ impl HttpClients {
         sources: &SourcesConfig,
         uri: &str,
         url: &Url,
+        progress: Option<&std::sync::Arc<dyn super::DownloadProgress>>,
     ) -> Result<Vec<u8>, FetchError> {
         let host = host_key(url).ok_or_else(|| FetchError::InvalidUri {
             uri: uri.to_owned(),
@@ -100,8 +101,10 @@ impl HttpClients {
         }
         // Read chunk by chunk so a server that lies about (or omits) the
         // length cannot make us buffer an unbounded body.
+        let report = super::progress::Reporting::start(progress, uri, response.content_length());
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(unreachable)? {
+            report.advance(chunk.len());
             if (body.len() + chunk.len()) as u64 > MAX_MODULE_BYTES {
                 return Err(FetchError::TooLarge {
                     uri: uri.to_owned(),

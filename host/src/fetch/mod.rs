@@ -24,6 +24,8 @@
 
 mod docker_config;
 mod http;
+mod local;
+mod progress;
 mod registry;
 mod store;
 mod tls;
@@ -34,6 +36,9 @@ use std::sync::Arc;
 
 use oci_client::Reference;
 pub use portcullis_config::SourcesConfig;
+
+pub use self::local::StoredPolicy;
+pub use self::progress::DownloadProgress;
 use reqwest_oci::Url;
 
 use self::docker_config::DockerCredentials;
@@ -354,6 +359,8 @@ struct Inner {
     credentials: DockerCredentials,
     registries: registry::RegistryClients,
     http: http::HttpClients,
+    /// Told about each download, for interactive tools.
+    progress: Option<Arc<dyn DownloadProgress>>,
 }
 
 /// Fetches policy modules and pushes them to registries. Cheap to clone;
@@ -392,8 +399,18 @@ impl ModuleFetcher {
                 credentials,
                 registries: registry::RegistryClients::default(),
                 http: http::HttpClients::default(),
+                progress: None,
             }),
         })
+    }
+
+    /// Reports the progress of downloads to `progress` (call right after
+    /// [`ModuleFetcher::new`], before the fetcher is shared).
+    pub fn with_progress(mut self, progress: Arc<dyn DownloadProgress>) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.progress = Some(progress);
+        }
+        self
     }
 
     /// Resolves `file://`, `http://`, `https://` and `registry://` URIs (and a
@@ -481,7 +498,7 @@ impl ModuleFetcher {
         let bytes = match self
             .inner
             .http
-            .download(&self.inner.sources, uri, &url)
+            .download(&self.inner.sources, uri, &url, self.inner.progress.as_ref())
             .await
         {
             Ok(bytes) => bytes,
@@ -553,11 +570,24 @@ impl ModuleFetcher {
         };
         let layer = registry::select_wasm_layer(uri, &manifest)?;
         let mut bytes = Vec::with_capacity(usize::try_from(layer.size).unwrap_or(0));
+        let report = progress::Reporting::start(
+            self.inner.progress.as_ref(),
+            uri,
+            u64::try_from(layer.size).ok(),
+        );
         // pull_blob verifies the bytes against the layer digest.
         client
-            .pull_blob(reference, layer, &mut bytes)
+            .pull_blob(
+                reference,
+                layer,
+                progress::CountingWriter {
+                    inner: &mut bytes,
+                    report: &report,
+                },
+            )
             .await
             .map_err(|e| registry::map_oci_error(uri, e))?;
+        drop(report);
         check_wasm(uri, &bytes)?;
         let stored = store.put(bytes).await?;
         self.record(&key, &stored.digest, Some(manifest_digest.clone()))

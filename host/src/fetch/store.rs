@@ -170,6 +170,56 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Every source URI the index knows, with its entry.
+    pub(crate) async fn entries(&self) -> BTreeMap<String, IndexEntry> {
+        let root = self.root.clone();
+        run_blocking(move || Ok(read_index(&root)))
+            .await
+            .map(|index| index.entries)
+            .unwrap_or_default()
+    }
+
+    /// Removes the index entries `keys`, then every stored module that no
+    /// remaining entry names. Returns the removed entries.
+    pub(crate) async fn forget(
+        &self,
+        keys: Vec<String>,
+    ) -> Result<Vec<(String, IndexEntry)>, FetchError> {
+        let _guard = self.index_lock.lock().await;
+        let root = self.root.clone();
+        let blobs: Vec<(String, PathBuf)> = {
+            let index = read_index(&root);
+            keys.iter()
+                .filter_map(|k| index.entries.get(k))
+                .filter_map(|e| Some((e.digest.clone(), self.module_path(&e.digest)?)))
+                .collect()
+        };
+        run_blocking(move || {
+            let mut index = read_index(&root);
+            index.version = INDEX_VERSION;
+            let removed: Vec<(String, IndexEntry)> = keys
+                .iter()
+                .filter_map(|k| index.entries.remove(k).map(|e| (k.clone(), e)))
+                .collect();
+            let json = serde_json::to_vec_pretty(&index)
+                .map_err(|e| FetchError::Internal(format!("cannot serialise store index: {e}")))?;
+            write_atomic(&root.join(INDEX_FILE), &json)?;
+            for (digest, path) in blobs {
+                if !index.entries.values().any(|e| e.digest == digest) {
+                    match std::fs::remove_file(&path) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(source) => return Err(FetchError::Store { path, source }),
+                    }
+                }
+            }
+            Ok(removed)
+        })
+        .await
+    }
+}
+
 fn read_index(root: &Path) -> IndexFile {
     let path = root.join(INDEX_FILE);
     let bytes = match std::fs::read(&path) {

@@ -66,28 +66,3 @@ fn validate_settings(payload: &[u8]) -> CallResult {
 fn protocol_version(_payload: &[u8]) -> CallResult {
     Ok(br#""v1""#.to_vec())
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn run(behaviour: &str) -> serde_json::Value {
-        let payload = json!({"request": {}, "settings": {"behaviour": behaviour}});
-        serde_json::from_slice(&validate(payload.to_string().as_bytes()).unwrap()).unwrap()
-    }
-
-    #[test]
-    fn harmless_behaviours() {
-        assert_eq!(run("accept")["accepted"], true);
-        let n: u32 = run("counter")["message"].as_str().unwrap().parse().unwrap();
-        assert_eq!(run("counter")["message"], (n + 1).to_string());
-        let garbage = validate(br#"{"settings":{"behaviour":"garbage"}}"#).unwrap();
-        assert!(serde_json::from_slice::<serde_json::Value>(&garbage).is_err());
-        assert!(validate(br#"{"settings":{"behaviour":"nope"}}"#).is_err());
-        assert_eq!(protocol_version(b"").unwrap(), br#""v1""#);
-        let bad: serde_json::Value =
-            serde_json::from_slice(&validate_settings(br#"{"behaviour":"nope"}"#).unwrap())
-                .unwrap();
-        assert_eq!(bad["valid"], false);
-    }
-}

@@ -1,13 +1,15 @@
 //! What the subcommands read: modules, settings and requests.
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
 use portcullis_adapters::{EngineConfig, PolicyEngine, PolicyRequest, Settings};
 use portcullis_config::sources::SourcesConfig;
-use portcullis_host::fetch::{FetchConfig, ModuleFetcher};
+use portcullis_host::fetch::{DownloadProgress, FetchConfig, ModuleFetcher};
 use serde_json::Value;
 
 /// Flags for reaching registries and web servers.
@@ -28,11 +30,85 @@ impl SourceArgs {
                 .with_context(|| format!("reading {}", path.display()))?,
             None => SourcesConfig::default(),
         };
-        Ok(ModuleFetcher::new(FetchConfig {
+        let fetcher = ModuleFetcher::new(FetchConfig {
             download_dir: super::default_store(),
             sources,
             docker_config: self.docker_config.clone(),
-        })?)
+        })?;
+        Ok(if std::io::stderr().is_terminal() {
+            fetcher.with_progress(Arc::new(TerminalProgress::default()))
+        } else {
+            fetcher
+        })
+    }
+}
+
+/// One line on stderr per download, redrawn at most ten times a second:
+/// `downloading URI  3.2 / 18.5 MiB`.
+#[derive(Default)]
+struct TerminalProgress {
+    state: Mutex<ProgressLine>,
+}
+
+#[derive(Default)]
+struct ProgressLine {
+    uri: String,
+    total: Option<u64>,
+    done: u64,
+    started: Option<Instant>,
+    drawn: Option<Instant>,
+}
+
+impl ProgressLine {
+    fn draw(&mut self) {
+        let mib = |b: u64| b as f64 / f64::from(1 << 20);
+        let of = self
+            .total
+            .map(|t| format!(" / {:.1}", mib(t)))
+            .unwrap_or_default();
+        eprint!(
+            "\r\x1b[2Kdownloading {}  {:.1}{of} MiB",
+            self.uri,
+            mib(self.done)
+        );
+        self.drawn = Some(Instant::now());
+    }
+}
+
+impl DownloadProgress for TerminalProgress {
+    fn start(&self, uri: &str, total: Option<u64>) {
+        let mut line = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        *line = ProgressLine {
+            uri: uri.to_string(),
+            total,
+            started: Some(Instant::now()),
+            ..Default::default()
+        };
+    }
+
+    fn advance(&self, bytes: u64) {
+        let mut line = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        line.done += bytes;
+        // A download that ends within a fraction of a second draws nothing.
+        let long = line
+            .started
+            .is_some_and(|t| t.elapsed() >= Duration::from_millis(300));
+        if long
+            && line
+                .drawn
+                .is_none_or(|t| t.elapsed() >= Duration::from_millis(100))
+        {
+            line.draw();
+        }
+    }
+
+    fn finish(&self) {
+        let mut line = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if line.drawn.is_some() {
+            line.draw();
+            eprintln!();
+        }
+        *line = ProgressLine::default();
     }
 }
 
@@ -40,6 +116,8 @@ impl SourceArgs {
 pub struct ModuleInput {
     pub bytes: Arc<[u8]>,
     pub digest: String,
+    /// For a registry reference, the digest of its OCI manifest.
+    pub manifest_digest: Option<String>,
 }
 
 /// Read a local path directly; fetch anything with a scheme.
@@ -49,6 +127,7 @@ pub async fn fetch_module(module: &str, sources: &SourceArgs) -> anyhow::Result<
         Ok(ModuleInput {
             bytes: fetched.bytes,
             digest: fetched.digest,
+            manifest_digest: fetched.manifest_digest,
         })
     } else {
         let bytes = std::fs::read(module).with_context(|| format!("reading module {module}"))?;
@@ -59,14 +138,21 @@ pub async fn fetch_module(module: &str, sources: &SourceArgs) -> anyhow::Result<
         Ok(ModuleInput {
             bytes: bytes.into(),
             digest,
+            manifest_digest: None,
         })
     }
 }
 
-/// The engine the CLI evaluates with: the server's defaults, without a disk cache.
+/// Where compiled modules are cached across runs; set once by `main` from
+/// `--compiled-cache-dir`.
+pub static COMPILED_CACHE: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+
+/// The engine the CLI evaluates with: the server's defaults, with the
+/// compiled-module cache (so that a second run skips compilation).
 pub fn engine() -> anyhow::Result<PolicyEngine> {
     Ok(PolicyEngine::new(EngineConfig {
         max_instances: 16,
+        cache_dir: COMPILED_CACHE.get().cloned().flatten(),
         ..Default::default()
     })?)
 }

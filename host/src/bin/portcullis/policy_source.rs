@@ -1,0 +1,222 @@
+//! What a command evaluates: a module, or a ClusterAdmissionPolicy /
+//! AdmissionPolicy manifest that names a module and says how the server
+//! enforces its verdicts.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use portcullis_config::PolicyMode;
+use portcullis_host::admission::{AdmissionResponse, PolicyBehaviour, post_process};
+use serde::Deserialize;
+use serde_json::Value;
+
+/// The policy kinds whose manifests name one module.
+const MANIFEST_KINDS: [&str; 2] = ["ClusterAdmissionPolicy", "AdmissionPolicy"];
+
+/// A policy to evaluate, with the enforcement the policy-server would apply.
+#[derive(Debug, Clone)]
+pub struct PolicySource {
+    /// A short name for reports and logs.
+    pub name: String,
+    /// The module: a local path or a `file://`, `http(s)://` or `registry://` URI.
+    pub module: String,
+    /// The settings the source gives (a manifest's `spec.settings`).
+    pub settings: Option<Value>,
+    /// How verdicts are enforced; `None` for a bare module, whose verdict is
+    /// shown as the policy returns it.
+    pub enforcement: Option<Enforcement>,
+}
+
+/// A manifest's `mode`, `mutating` and `message`, as the controller hands them
+/// to the policy-server (`mutating` becomes `allowedToMutate`).
+#[derive(Debug, Clone)]
+pub struct Enforcement {
+    pub policy_id: String,
+    pub mode: PolicyMode,
+    pub allowed_to_mutate: bool,
+    pub message: Option<String>,
+}
+
+impl PolicySource {
+    /// Apply the manifest's enforcement, as the policy-server does after the
+    /// policy answered.
+    pub fn enforce(&self, response: AdmissionResponse) -> AdmissionResponse {
+        match &self.enforcement {
+            None => response,
+            Some(e) => post_process(
+                response,
+                &PolicyBehaviour {
+                    policy_id: &e.policy_id,
+                    mode: e.mode,
+                    allowed_to_mutate: e.allowed_to_mutate,
+                    message: e.message.as_deref(),
+                },
+            ),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Manifest {
+    kind: String,
+    #[serde(default)]
+    metadata: ManifestMetadata,
+    spec: ManifestSpec,
+}
+
+#[derive(Deserialize, Default)]
+struct ManifestMetadata {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    namespace: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ManifestSpec {
+    module: String,
+    #[serde(default)]
+    settings: Option<Value>,
+    #[serde(default)]
+    mode: Option<String>,
+    #[serde(default)]
+    mutating: bool,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+/// Resolve `reference`, relative to `base` when it is a relative path: a
+/// module (anything with a scheme, or a file starting with the wasm magic), or
+/// a policy manifest in YAML or JSON.
+pub fn resolve(reference: &str, base: &Path) -> anyhow::Result<PolicySource> {
+    if reference.contains("://") {
+        return Ok(module_source(reference.to_string()));
+    }
+    let path = base.join(reference);
+    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    if bytes.starts_with(b"\0asm") {
+        return Ok(module_source(path.display().to_string()));
+    }
+    manifest(&bytes, &path)
+}
+
+fn module_source(module: String) -> PolicySource {
+    PolicySource {
+        name: super::run::policy_name(&module),
+        module,
+        settings: None,
+        enforcement: None,
+    }
+}
+
+fn manifest(bytes: &[u8], path: &Path) -> anyhow::Result<PolicySource> {
+    let text = std::str::from_utf8(bytes)
+        .with_context(|| format!("{} is neither a wasm module nor text", path.display()))?;
+    let manifest: Manifest = serde_yaml::from_str(text).with_context(|| {
+        format!(
+            "{} is neither a wasm module nor a policy manifest",
+            path.display()
+        )
+    })?;
+    if !MANIFEST_KINDS.contains(&manifest.kind.as_str()) {
+        bail!(
+            "{}: kind {} is not supported here (expected {})",
+            path.display(),
+            manifest.kind,
+            MANIFEST_KINDS.join(" or ")
+        );
+    }
+    let mode = match manifest.spec.mode.as_deref() {
+        None | Some("protect") => PolicyMode::Protect,
+        Some("monitor") => PolicyMode::Monitor,
+        Some(other) => bail!(
+            "{}: spec.mode is {other:?}, expected protect or monitor",
+            path.display()
+        ),
+    };
+    // The policy-server knows a policy by the id the controller gives it.
+    let policy_id = match (&manifest.kind[..], &manifest.metadata.namespace) {
+        ("AdmissionPolicy", Some(ns)) => format!("namespaced-{ns}-{}", manifest.metadata.name),
+        // kubectl puts a manifest without a namespace in `default`.
+        ("AdmissionPolicy", None) => format!("namespaced-default-{}", manifest.metadata.name),
+        _ => format!("clusterwide-{}", manifest.metadata.name),
+    };
+    // A relative `module` in a local manifest is relative to the manifest.
+    let module = if manifest.spec.module.contains("://") {
+        manifest.spec.module.clone()
+    } else {
+        relative_to(path, &manifest.spec.module)
+            .display()
+            .to_string()
+    };
+    Ok(PolicySource {
+        name: if manifest.metadata.name.is_empty() {
+            super::run::policy_name(&module)
+        } else {
+            manifest.metadata.name.clone()
+        },
+        module,
+        settings: manifest.spec.settings,
+        enforcement: Some(Enforcement {
+            policy_id,
+            mode,
+            allowed_to_mutate: manifest.spec.mutating,
+            message: manifest.spec.message,
+        }),
+    })
+}
+
+fn relative_to(file: &Path, reference: &str) -> PathBuf {
+    file.parent().unwrap_or(Path::new(".")).join(reference)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn module_and_manifest() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "p.wasm", "\0asm\x01\0\0\0");
+        let module = resolve("p.wasm", dir.path()).unwrap();
+        assert!(module.enforcement.is_none());
+        assert_eq!(module.name, "p");
+
+        write(
+            dir.path(),
+            "cap.yaml",
+            "apiVersion: policies.portcullis.dev/v1\nkind: ClusterAdmissionPolicy\n\
+             metadata: {name: no-privileged}\nspec:\n  module: p.wasm\n  mode: monitor\n  \
+             mutating: false\n  rules: []\n  settings: {skip_init_containers: true}\n",
+        );
+        let cap = resolve("cap.yaml", dir.path()).unwrap();
+        assert_eq!(cap.name, "no-privileged");
+        assert_eq!(cap.module, dir.path().join("p.wasm").display().to_string());
+        assert_eq!(cap.settings.unwrap()["skip_init_containers"], true);
+        let e = cap.enforcement.unwrap();
+        assert_eq!(e.mode, PolicyMode::Monitor);
+        assert_eq!(e.policy_id, "clusterwide-no-privileged");
+
+        write(
+            dir.path(),
+            "ap.yaml",
+            "kind: AdmissionPolicy\nmetadata: {name: x, namespace: team}\n\
+             spec: {module: 'registry://r/p:v1', mutating: true}\n",
+        );
+        let ap = resolve("ap.yaml", dir.path()).unwrap();
+        assert_eq!(ap.module, "registry://r/p:v1");
+        assert_eq!(ap.enforcement.unwrap().policy_id, "namespaced-team-x");
+
+        write(dir.path(), "pod.yaml", "kind: Pod\nspec: {module: x}\n");
+        let err = resolve("pod.yaml", dir.path()).unwrap_err().to_string();
+        assert!(err.contains("kind Pod is not supported"), "{err}");
+    }
+}
