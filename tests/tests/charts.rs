@@ -276,9 +276,10 @@ fn assert_rbac(docs: &[Value], namespace: &str) {
             );
         }
     }
+    // Pods are watched: the controller caches them (readiness of the replicas).
     assert_eq!(
         grants("", "pods"),
-        vec!["get".to_string(), "list".to_string()]
+        vec!["get".to_string(), "list".to_string(), "watch".to_string()]
     );
     // Leader election: the Lease in the controller's namespace only (no
     // ClusterRole may grant leases: see CLUSTER_RESOURCES).

@@ -2,6 +2,10 @@
 
 #![allow(dead_code)]
 
+pub mod pod;
+pub mod registry;
+pub mod world;
+
 use std::fs::File;
 use std::io::Read as _;
 use std::net::SocketAddr;
