@@ -162,6 +162,17 @@ mutating: false
         assert!(back.get("common").is_none(), "{back}");
     }
 
+    /// The CEL name limit of each kind is the one that keeps its policy id
+    /// within a webhook name.
+    #[test]
+    fn names_are_limited_so_that_ids_fit() {
+        for (crd, kind) in crds().into_iter().skip(1).zip(PolicyKind::ALL) {
+            let json = serde_json::to_string(&crd).unwrap();
+            let rule = format!("size(self.metadata.name) <= {}", names::max_name_len(kind));
+            assert!(json.contains(&rule), "{}: {rule}", crd.spec.names.kind);
+        }
+    }
+
     #[test]
     fn schema_has_cel_rules() {
         let json = serde_json::to_string(&ClusterAdmissionPolicy::crd()).unwrap();

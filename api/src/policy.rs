@@ -20,12 +20,32 @@ pub enum PolicyKind {
     ClusterAdmissionPolicy,
     /// An AdmissionPolicy (namespaced).
     AdmissionPolicy,
+    /// A ClusterAdmissionPolicyGroup.
+    ClusterAdmissionPolicyGroup,
+    /// An AdmissionPolicyGroup (namespaced).
+    AdmissionPolicyGroup,
 }
 
 impl PolicyKind {
+    /// Every kind.
+    pub const ALL: [PolicyKind; 4] = [
+        Self::ClusterAdmissionPolicy,
+        Self::AdmissionPolicy,
+        Self::ClusterAdmissionPolicyGroup,
+        Self::AdmissionPolicyGroup,
+    ];
+
     /// Whether objects of this kind live in a namespace (and apply there only).
     pub fn is_namespaced(self) -> bool {
-        matches!(self, Self::AdmissionPolicy)
+        matches!(self, Self::AdmissionPolicy | Self::AdmissionPolicyGroup)
+    }
+
+    /// Whether this is a group kind.
+    pub fn is_group(self) -> bool {
+        matches!(
+            self,
+            Self::ClusterAdmissionPolicyGroup | Self::AdmissionPolicyGroup
+        )
     }
 
     /// The Kubernetes kind.
@@ -33,6 +53,8 @@ impl PolicyKind {
         match self {
             Self::ClusterAdmissionPolicy => "ClusterAdmissionPolicy",
             Self::AdmissionPolicy => "AdmissionPolicy",
+            Self::ClusterAdmissionPolicyGroup => "ClusterAdmissionPolicyGroup",
+            Self::AdmissionPolicyGroup => "AdmissionPolicyGroup",
         }
     }
 }
@@ -84,6 +106,27 @@ pub struct PolicyView {
 }
 
 impl PolicyView {
+    /// Why the controller refuses to serve this policy, if it does: a
+    /// namespaced policy (a tenant's) whose module is not `registry://` or
+    /// `https://`. The CRDs' CEL rules refuse these already; this is the
+    /// controller's own check, for objects the API server let through (an
+    /// older CRD, a rule removed).
+    pub fn refusal(&self) -> Option<String> {
+        if !self.kind.is_namespaced() {
+            return None;
+        }
+        self.body
+            .modules()
+            .find(|m| !m.allowed_for_namespaced())
+            .map(|m| {
+                format!(
+                    "module {:?} refused: {}",
+                    m.module,
+                    crate::spec::NAMESPACED_MODULE_MESSAGE
+                )
+            })
+    }
+
     /// The resources the policy's modules may read, each once, sorted.
     pub fn context_aware_resources(&self) -> Vec<&ContextAwareResource> {
         let mut resources: Vec<&ContextAwareResource> = self

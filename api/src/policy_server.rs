@@ -75,7 +75,9 @@ pub struct PolicyServerSpec {
     /// Environment variables appended after the controller's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env: Option<Vec<EnvVar>>,
-    /// Service account of the pods.
+    /// ServiceAccount of the pods (default: `policy-server-<name>`, created
+    /// by the controller). The controller binds the grants of context-aware
+    /// policies to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account_name: Option<String>,
     /// A `kubernetes.io/dockerconfigjson` Secret in the controller namespace
@@ -125,6 +127,27 @@ pub struct PolicyServerSpec {
     #[serde(default = "default_readiness_probe_port")]
     #[schemars(range(min = 1, max = 65535))]
     pub readiness_probe_port: i32,
+    /// Where the policies of this server may fetch modules from: URI prefixes
+    /// (`registry://ghcr.io/my-org/`, `https://policies.example.com/`,
+    /// `file:///policies/`), enforced by the policy-server before any
+    /// download. Unset: anywhere; empty: nowhere. Copied verbatim into
+    /// `sources.yml` (`allowed_module_sources`). Downloads are made from
+    /// inside the cluster, by the policy-server's Pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_module_sources: Option<Vec<String>>,
+    /// Mutual TLS: a ConfigMap in the controller's namespace whose key
+    /// `client-ca.crt` holds the PEM certificate(s) of the CA(s) that sign the
+    /// API server's admission client certificate. When set, the
+    /// policy-server's webhook port accepts only clients presenting a
+    /// certificate signed by one of them (see docs/controller.md, "Mutual
+    /// TLS").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca_config_map: Option<String>,
+    /// `sizeLimit` of the policy-server's writable module store (an
+    /// `emptyDir`; default `1Gi`): a Pod writing more is evicted by the
+    /// kubelet instead of filling the node's disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module_store_size_limit: Option<Quantity>,
     /// Metrics port. Not implemented yet (metrics are on the probe port).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]

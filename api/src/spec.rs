@@ -182,8 +182,13 @@ pub struct PolicyModule {
     pub context_aware_resources: Vec<ContextAwareResource>,
 }
 
-/// Module sources a namespaced policy (a tenant's) may use.
+/// Module sources a namespaced policy (a tenant's) may use. The CRDs of the
+/// namespaced kinds have the same check as a CEL rule, with
+/// [`NAMESPACED_MODULE_MESSAGE`].
 pub const NAMESPACED_MODULE_SCHEMES: [&str; 2] = ["registry://", "https://"];
+
+/// Why a namespaced policy's module is refused.
+pub const NAMESPACED_MODULE_MESSAGE: &str = "namespaced policies may only use registry:// and https:// modules (file:// and http:// are reserved to cluster-wide policies)";
 
 impl PolicyModule {
     /// Whether a namespaced policy may use this module source: only

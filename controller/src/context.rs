@@ -7,8 +7,9 @@ use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource};
@@ -81,6 +82,14 @@ pub struct Stores {
     pub validating_webhooks: Store<ValidatingWebhookConfiguration>,
     /// The webhook configurations this controller manages.
     pub mutating_webhooks: Store<MutatingWebhookConfiguration>,
+    /// The policy-servers' ServiceAccounts (controller namespace).
+    pub service_accounts: Store<ServiceAccount>,
+    /// The ClusterRoles this controller manages (policy-server grants).
+    pub cluster_roles: Store<ClusterRole>,
+    /// The ClusterRoleBindings this controller manages.
+    pub cluster_role_bindings: Store<ClusterRoleBinding>,
+    /// The Roles this controller manages, in every namespace.
+    pub roles: Store<Role>,
 }
 
 impl Stores {

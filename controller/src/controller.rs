@@ -19,8 +19,9 @@ use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -88,6 +89,10 @@ struct Watches {
     ca: SharedWatch<Secret>,
     validating_webhooks: SharedWatch<ValidatingWebhookConfiguration>,
     mutating_webhooks: SharedWatch<MutatingWebhookConfiguration>,
+    service_accounts: SharedWatch<ServiceAccount>,
+    cluster_roles: SharedWatch<ClusterRole>,
+    cluster_role_bindings: SharedWatch<ClusterRoleBinding>,
+    roles: SharedWatch<Role>,
 }
 
 impl Watches {
@@ -122,6 +127,13 @@ impl Watches {
             ),
             validating_webhooks: SharedWatch::new(Api::all(client.clone()), managed()),
             mutating_webhooks: SharedWatch::new(Api::all(client.clone()), managed()),
+            service_accounts: SharedWatch::new(
+                Api::namespaced(client.clone(), namespace),
+                children(),
+            ),
+            cluster_roles: SharedWatch::new(Api::all(client.clone()), managed()),
+            cluster_role_bindings: SharedWatch::new(Api::all(client.clone()), managed()),
+            roles: SharedWatch::new(Api::all(client.clone()), managed()),
         }
     }
 
@@ -138,6 +150,10 @@ impl Watches {
             ca: self.ca.store(),
             validating_webhooks: self.validating_webhooks.store(),
             mutating_webhooks: self.mutating_webhooks.store(),
+            service_accounts: self.service_accounts.store(),
+            cluster_roles: self.cluster_roles.store(),
+            cluster_role_bindings: self.cluster_role_bindings.store(),
+            roles: self.roles.store(),
         }
     }
 
@@ -154,7 +170,11 @@ impl Watches {
             self.pod_disruption_budgets.run(shutdown.clone()).boxed(),
             self.ca.run(shutdown.clone()).boxed(),
             self.validating_webhooks.run(shutdown.clone()).boxed(),
-            self.mutating_webhooks.run(shutdown).boxed(),
+            self.mutating_webhooks.run(shutdown.clone()).boxed(),
+            self.service_accounts.run(shutdown.clone()).boxed(),
+            self.cluster_roles.run(shutdown.clone()).boxed(),
+            self.cluster_role_bindings.run(shutdown.clone()).boxed(),
+            self.roles.run(shutdown).boxed(),
         ];
         futures_util::future::join_all(runs).map(|_| ())
     }
@@ -329,6 +349,8 @@ fn policy_server_controller(
     let ns = ctx.opts.namespace.clone();
     let children =
         || watcher::Config::default().labels(&format!("app.kubernetes.io/part-of={PART_OF}"));
+    let managed =
+        || watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGED_BY}"));
     let servers = ctx.stores.policy_servers.clone();
     let for_ca = servers.clone();
     let (for_cap, for_ap) = (servers.clone(), servers.clone());
@@ -338,6 +360,11 @@ fn policy_server_controller(
         .owns_stream(watches.config_maps.subscribe())
         .owns_stream(watches.secrets.subscribe())
         .owns_stream(watches.pod_disruption_budgets.subscribe())
+        .owns_stream(watches.service_accounts.subscribe())
+        .owns_stream(watches.cluster_roles.subscribe())
+        .owns_stream(watches.cluster_role_bindings.subscribe())
+        .owns_stream(watches.roles.subscribe())
+        .owns(Api::<RoleBinding>::all(client.clone()), managed())
         .owns(Api::<Service>::namespaced(client.clone(), &ns), children())
         .watches_stream(watches.cluster_policies.subscribe(), move |p| {
             server_ref(&for_cap, &p.common().policy_server)

@@ -8,6 +8,7 @@
 //! - [`policy_server`]: the PolicyServer reconciler;
 //! - [`policy`]: the policy reconciler (every policy kind);
 //! - [`readiness`]: when a policy-server serves a policy;
+//! - [`rbac`]: what a policy-server may read, from what its policies declare;
 //! - [`ca`] and [`certs`]: the CA and the serving certificates;
 //! - [`resources`]: pure builders of every object written.
 //!
@@ -25,6 +26,7 @@ pub mod metrics;
 pub mod names;
 pub mod policy;
 pub mod policy_server;
+pub mod rbac;
 pub mod readiness;
 pub mod resources;
 pub mod watch;

@@ -118,6 +118,14 @@ async fn phase<P: PolicyResource>(
     view: &PolicyView,
     ctx: &Context,
 ) -> Result<Phase, Error> {
+    if let Some(refusal) = view.refusal() {
+        delete_webhooks(ctx, &view.id).await?;
+        return Ok(Phase::new(
+            PolicyStatusEnum::Pending,
+            "ModuleSourceNotAllowed",
+            refusal,
+        ));
+    }
     let server_name = &view.common.policy_server;
     if server_name.is_empty() {
         delete_webhooks(ctx, &view.id).await?;

@@ -1,13 +1,14 @@
 //! The PolicyServer reconciler: serving certificate, ConfigMap with the
-//! bound policies, PodDisruptionBudget, Deployment and Service, all
-//! server-side applied and owned by the PolicyServer; then its status.
+//! bound policies, PodDisruptionBudget, ServiceAccount and the RBAC grants of
+//! context-aware policies, Deployment and Service, all server-side applied
+//! and owned by the PolicyServer; then its status.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -26,7 +27,7 @@ use crate::names::{
     service_dns_names,
 };
 use crate::policy::{delete_ignoring_missing, delete_webhooks};
-use crate::resources;
+use crate::{rbac, resources};
 
 /// How often a PolicyServer is reconciled without any event, so that
 /// certificate expiry (serving certificate and CA) is noticed.
@@ -59,10 +60,12 @@ fn bound<P: PolicyResource>(store: &Store<P>, server: &str) -> Vec<PolicyView> {
         .collect()
 }
 
-/// The policies of every kind bound to `server`, sorted by id.
+/// The policies of every kind bound to `server`, sorted by id, without
+/// those the controller refuses to serve ([`PolicyView::refusal`]).
 pub fn bound_policies(stores: &Stores, server: &str) -> Vec<PolicyView> {
     let mut views = bound(&stores.cluster_policies, server);
     views.extend(bound(&stores.policies, server));
+    views.retain(|v| v.refusal().is_none());
     views.sort_by(|a, b| a.id.cmp(&b.id));
     views
 }
@@ -95,15 +98,15 @@ async fn apply(ps: &PolicyServer, ctx: &Context) -> Result<Action, Error> {
         .map(|s| s.conditions.clone())
         .unwrap_or_default();
     let mut conditions = Vec::new();
-    let mut reconciled = |type_: &str| {
-        conditions.push(condition(
+    let reconciled = |type_: &str| {
+        condition(
             &previous,
             type_,
             true,
             "ReconciliationSucceeded",
             String::new(),
             generation,
-        ));
+        )
     };
 
     // 1. Serving certificate, re-issued only when its inputs changed or it is
@@ -129,14 +132,14 @@ async fn apply(ps: &PolicyServer, ctx: &Context) -> Result<Action, Error> {
     let secret = resources::cert_secret(&name, &ctx.opts, &owner, &cert, &ca.cert_pem, annotations);
     ctx.apply(&ctx.own_namespace::<Secret>(), &object_name, &secret)
         .await?;
-    reconciled("CertSecretReconciled");
+    conditions.push(reconciled("CertSecretReconciled"));
 
     // 2. ConfigMap with policies.yml.
     let policies = bound_policies(&ctx.stores, &name);
     let config_map = resources::config_map(&name, &ps.spec, &policies, &ctx.opts, &owner)?;
     ctx.apply(&ctx.own_namespace::<ConfigMap>(), &object_name, &config_map)
         .await?;
-    reconciled("ConfigMapReconciled");
+    conditions.push(reconciled("ConfigMapReconciled"));
 
     // 3. PodDisruptionBudget, or none.
     let pdbs: Api<PodDisruptionBudget> = ctx.own_namespace();
@@ -150,25 +153,54 @@ async fn apply(ps: &PolicyServer, ctx: &Context) -> Result<Action, Error> {
             }
         }
     }
-    reconciled("PodDisruptionBudgetReconciled");
+    conditions.push(reconciled("PodDisruptionBudgetReconciled"));
 
-    // 4. Deployment.
-    let deployment = resources::deployment(&name, &ps.spec, &ctx.opts, &owner);
+    // 4. ServiceAccount, and what it may read: exactly what the bound
+    //    policies declare in contextAwareResources.
+    let service_account = resources::workload::service_account_name(&name, &ps.spec);
+    let accounts: Api<ServiceAccount> = ctx.own_namespace();
+    if ps.spec.service_account_name.is_none() {
+        let account = resources::rbac::service_account(&name, &ctx.opts, &owner);
+        ctx.apply(&accounts, &object_name, &account).await?;
+    } else if Stores::namespaced(&ctx.stores.service_accounts, ns, &object_name).is_some() {
+        delete_ignoring_missing(&accounts, &object_name).await?;
+    }
+    conditions.push(reconciled("ServiceAccountReconciled"));
+    let grants = rbac::grants(ctx, &policies).await;
+    rbac::apply(ctx, &name, &service_account, &grants, &owner).await?;
+    conditions.push(condition(
+        &previous,
+        "ContextAwareResourcesGranted",
+        grants.refused.is_empty(),
+        if grants.refused.is_empty() {
+            "ReconciliationSucceeded"
+        } else {
+            "ResourcesRefused"
+        },
+        grants.refused.join("; "),
+        generation,
+    ));
+
+    // 5. Deployment: a ServiceAccount token only if a policy reads the API.
+    let pod_options = resources::PodOptions {
+        service_account_token: rbac::needs_token(&policies),
+    };
+    let deployment = resources::deployment(&name, &ps.spec, &ctx.opts, &owner, &pod_options);
     ctx.apply(
         &ctx.own_namespace::<Deployment>(),
         &object_name,
         &deployment,
     )
     .await?;
-    reconciled("DeploymentReconciled");
+    conditions.push(reconciled("DeploymentReconciled"));
 
-    // 5. Service.
+    // 6. Service.
     let service = resources::service(&name, &ps.spec, &ctx.opts, &owner);
     ctx.apply(&ctx.own_namespace::<Service>(), &object_name, &service)
         .await?;
-    reconciled("ServiceReconciled");
+    conditions.push(reconciled("ServiceReconciled"));
 
-    // 6. Status, only when it changed.
+    // 7. Status, only when it changed.
     let status = PolicyServerStatus { conditions };
     if ps.status.as_ref() != Some(&status) {
         let api: Api<PolicyServer> = Api::all(ctx.client.clone());

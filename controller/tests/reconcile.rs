@@ -284,7 +284,7 @@ fn admission_policy_mutating_webhook_and_kind_switch() {
     let w = World::new("ap");
     let team = TestNamespace::new("team");
     let ps = unique("ps");
-    let id = format!("namespaced-{}-{}", team.name(), "add-labels");
+    let id = format!("namespaced-{}.{}", team.name(), "add-labels");
     w.cp.apply(&w.policy_server(&ps, ""));
     let policy = |mutating: bool| {
         format!(

@@ -205,7 +205,7 @@ fn crds_chart_renders_the_three_crds() {
 }
 
 /// Cluster-wide permissions: only what cannot be namespaced.
-const CLUSTER_RESOURCES: [&str; 11] = [
+const CLUSTER_RESOURCES: [&str; 15] = [
     "policyservers",
     "clusteradmissionpolicies",
     "admissionpolicies",
@@ -217,6 +217,12 @@ const CLUSTER_RESOURCES: [&str; 11] = [
     "admissionpolicies/finalizers",
     "validatingwebhookconfigurations",
     "mutatingwebhookconfigurations",
+    // The grants of context-aware policies (ClusterRoles, and Roles in the
+    // namespaces of namespaced policies).
+    "clusterroles",
+    "roles",
+    "clusterrolebindings",
+    "rolebindings",
 ];
 
 fn assert_rbac(docs: &[Value], namespace: &str) {
@@ -263,6 +269,7 @@ fn assert_rbac(docs: &[Value], namespace: &str) {
         ("", "secrets"),
         ("", "configmaps"),
         ("", "services"),
+        ("", "serviceaccounts"),
         ("apps", "deployments"),
         ("policy", "poddisruptionbudgets"),
     ] {

@@ -86,11 +86,16 @@ pub fn policies_config(policies: &[PolicyView], server: &PolicyServerSpec) -> Po
 }
 
 /// `sources.yml` of a PolicyServer, if it sets any source option.
+/// `allowedModuleSources` is copied verbatim (the policy-server enforces it).
 pub fn sources_config(server: &PolicyServerSpec) -> Option<SourcesConfig> {
-    if server.insecure_sources.is_none() && server.source_authorities.is_none() {
+    if server.insecure_sources.is_none()
+        && server.source_authorities.is_none()
+        && server.allowed_module_sources.is_none()
+    {
         return None;
     }
     Some(SourcesConfig {
+        allowed_module_sources: server.allowed_module_sources.clone(),
         insecure_sources: server.insecure_sources.clone().unwrap_or_default(),
         source_authorities: server
             .source_authorities

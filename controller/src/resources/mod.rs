@@ -4,9 +4,11 @@
 //! - [`config`]: the policy-server ConfigMap (`policies.yml`, `sources.yml`);
 //! - [`workload`]: the serving-certificate Secret, Deployment, Service and
 //!   PodDisruptionBudget of a PolicyServer;
-//! - [`webhook`]: the webhook configuration of a policy.
+//! - [`webhook`]: the webhook configuration of a policy;
+//! - [`rbac`]: the policy-server's ServiceAccount and what it may read.
 
 pub mod config;
+pub mod rbac;
 pub mod webhook;
 pub mod workload;
 
@@ -19,8 +21,8 @@ use crate::names::{policy_server_labels, policy_server_object_name};
 pub use config::{config_map, policies_config, sources_config};
 pub use webhook::{mutating_webhook, namespace_selector, validating_webhook, webhook_name};
 pub use workload::{
-    cert_secret, default_container_security_context, default_pod_security_context, deployment,
-    pod_disruption_budget, service,
+    PodOptions, cert_secret, default_container_security_context, default_pod_security_context,
+    deployment, pod_disruption_budget, service,
 };
 
 /// The label every namespace carries with its own name.
@@ -34,6 +36,12 @@ pub const CONFIG_DIR: &str = "/config";
 pub const DOWNLOAD_DIR: &str = "/tmp";
 /// Mount point of the `imagePullSecret` (as `config.json`).
 pub const DOCKER_CONFIG_DIR: &str = "/docker";
+/// Mount point of the client CA ConfigMap (mutual TLS).
+pub const CLIENT_CA_DIR: &str = "/client-ca";
+/// Key of the client CA in its ConfigMap (Kubewarden's).
+pub const CLIENT_CA_KEY: &str = "client-ca.crt";
+/// `sizeLimit` of the module store unless the PolicyServer sets one.
+pub const DEFAULT_MODULE_STORE_SIZE_LIMIT: &str = "1Gi";
 
 /// Settings of the controller that shape what it writes.
 #[derive(Debug, Clone, PartialEq, Eq)]

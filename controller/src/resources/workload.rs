@@ -14,12 +14,16 @@ use k8s_openapi::api::core::v1::{
     SecurityContext, Service, ServicePort, ServiceSpec, SleepAction, Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use portcullis_api::PolicyServerSpec;
 
 use super::config::sources_config;
-use super::{BuildOptions, CERT_DIR, CONFIG_DIR, DOCKER_CONFIG_DIR, DOWNLOAD_DIR, meta};
+use super::{
+    BuildOptions, CERT_DIR, CLIENT_CA_DIR, CLIENT_CA_KEY, CONFIG_DIR,
+    DEFAULT_MODULE_STORE_SIZE_LIMIT, DOCKER_CONFIG_DIR, DOWNLOAD_DIR, meta,
+};
 use crate::names::{
     POLICIES_KEY, SOURCES_KEY, policy_server_labels, policy_server_object_name,
     policy_server_selector,
@@ -112,12 +116,33 @@ fn http_probe(path: &str, port: i32, period: i32) -> Probe {
 /// drain this fits the default 30 s termination grace period.
 pub const PRE_STOP_SLEEP_SECONDS: i64 = 5;
 
+/// What the Deployment's pods get that depends on more than the
+/// PolicyServer's spec.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodOptions {
+    /// Mount a ServiceAccount token: exactly when a bound policy reads
+    /// Kubernetes resources (context-aware). Otherwise a compromised
+    /// policy-server has no credentials to the API server at all.
+    pub service_account_token: bool,
+}
+
+/// The ServiceAccount a PolicyServer's pods run as: the spec's, or
+/// `policy-server-<name>` (created by the controller).
+pub fn service_account_name(ps_name: &str, server: &PolicyServerSpec) -> String {
+    server
+        .service_account_name
+        .clone()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| policy_server_object_name(ps_name))
+}
+
 /// The policy-server Deployment.
 pub fn deployment(
     ps_name: &str,
     server: &PolicyServerSpec,
     opts: &BuildOptions,
     owner: &OwnerReference,
+    pod_options: &PodOptions,
 ) -> Deployment {
     let name = policy_server_object_name(ps_name);
     let mut pod_labels = server.labels.clone().unwrap_or_default();
@@ -147,6 +172,12 @@ pub fn deployment(
         env_vars.push(env(
             "PORTCULLIS_SOURCES_PATH",
             format!("{CONFIG_DIR}/{SOURCES_KEY}"),
+        ));
+    }
+    if server.client_ca_config_map.is_some() {
+        env_vars.push(env(
+            "PORTCULLIS_CLIENT_CA_FILE",
+            format!("{CLIENT_CA_DIR}/{CLIENT_CA_KEY}"),
         ));
     }
     if server.image_pull_secret.is_some() {
@@ -187,7 +218,15 @@ pub fn deployment(
     let mut volumes = vec![
         Volume {
             name: "policy-store".to_string(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
+            empty_dir: Some(EmptyDirVolumeSource {
+                size_limit: Some(
+                    server
+                        .module_store_size_limit
+                        .clone()
+                        .unwrap_or_else(|| Quantity(DEFAULT_MODULE_STORE_SIZE_LIMIT.to_string())),
+                ),
+                ..Default::default()
+            }),
             ..Default::default()
         },
         Volume {
@@ -207,6 +246,29 @@ pub fn deployment(
             ..Default::default()
         },
     ];
+    if let Some(config_map) = &server.client_ca_config_map {
+        // Mutual TLS: the CAs of the API server's admission client
+        // certificate (only `client-ca.crt` is mounted).
+        mounts.push(VolumeMount {
+            name: "client-ca".to_string(),
+            mount_path: CLIENT_CA_DIR.to_string(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+        volumes.push(Volume {
+            name: "client-ca".to_string(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: config_map.clone(),
+                items: Some(vec![KeyToPath {
+                    key: CLIENT_CA_KEY.to_string(),
+                    path: CLIENT_CA_KEY.to_string(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
     if let Some(secret) = &server.image_pull_secret {
         // A `kubernetes.io/dockerconfigjson` Secret in the controller
         // namespace, mounted as `config.json` for module pulls.
@@ -277,7 +339,8 @@ pub fn deployment(
 
     let pod = PodSpec {
         containers: vec![container],
-        service_account_name: server.service_account_name.clone(),
+        service_account_name: Some(service_account_name(ps_name, server)),
+        automount_service_account_token: Some(pod_options.service_account_token),
         security_context: Some(security.pod.unwrap_or_else(default_pod_security_context)),
         affinity: server.affinity.clone(),
         tolerations: server.tolerations.clone(),
@@ -383,7 +446,7 @@ mod tests {
             always_accept_own_namespace: true,
         };
         let owner = OwnerReference::default();
-        let d = deployment("default", &server(), &opts, &owner);
+        let d = deployment("default", &server(), &opts, &owner, &PodOptions::default());
         let spec = d.spec.unwrap();
         assert_eq!(spec.replicas, Some(2));
         let pod = spec.template.spec.unwrap();
@@ -439,7 +502,13 @@ mod tests {
         let mut with_secret = server();
         with_secret.image_pull_secret = Some("registry-creds".into());
         with_secret.max_unavailable = Some(IntOrString::Int(1));
-        let d = deployment("default", &with_secret, &opts, &owner);
+        let d = deployment(
+            "default",
+            &with_secret,
+            &opts,
+            &owner,
+            &PodOptions::default(),
+        );
         let pod = d.spec.unwrap().template.spec.unwrap();
         let volume = pod
             .volumes
@@ -457,5 +526,67 @@ mod tests {
         }));
         let pdb = pod_disruption_budget("default", &with_secret, &opts, &owner).unwrap();
         assert_eq!(pdb.spec.unwrap().max_unavailable, Some(IntOrString::Int(1)));
+    }
+
+    #[test]
+    fn least_privilege_pod() {
+        let opts = BuildOptions {
+            namespace: "portcullis".into(),
+            always_accept_own_namespace: false,
+        };
+        let owner = OwnerReference::default();
+        let pod = |server: &PolicyServerSpec, token: bool| {
+            let options = PodOptions {
+                service_account_token: token,
+            };
+            deployment("default", server, &opts, &owner, &options)
+                .spec
+                .unwrap()
+                .template
+                .spec
+                .unwrap()
+        };
+        // No token unless a policy needs one; its own ServiceAccount.
+        let p = pod(&server(), false);
+        assert_eq!(p.automount_service_account_token, Some(false));
+        assert_eq!(
+            p.service_account_name.as_deref(),
+            Some("policy-server-default")
+        );
+        assert_eq!(
+            pod(&server(), true).automount_service_account_token,
+            Some(true)
+        );
+        // The writable module store is bounded.
+        let store = p
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == "policy-store")
+            .and_then(|v| v.empty_dir.clone())
+            .unwrap();
+        assert_eq!(store.size_limit, Some(Quantity("1Gi".into())));
+
+        let mut custom = server();
+        custom.service_account_name = Some("reader".into());
+        custom.module_store_size_limit = Some(Quantity("3Gi".into()));
+        custom.client_ca_config_map = Some("apiserver-client-ca".into());
+        let p = pod(&custom, false);
+        assert_eq!(p.service_account_name.as_deref(), Some("reader"));
+        let volumes = p.volumes.unwrap();
+        let store = volumes.iter().find(|v| v.name == "policy-store").unwrap();
+        assert_eq!(
+            store.empty_dir.as_ref().unwrap().size_limit,
+            Some(Quantity("3Gi".into()))
+        );
+        // Mutual TLS: the client CA is mounted and passed to the server.
+        let ca = volumes.iter().find(|v| v.name == "client-ca").unwrap();
+        assert_eq!(ca.config_map.as_ref().unwrap().name, "apiserver-client-ca");
+        let c = &p.containers[0];
+        assert!(c.env.as_ref().unwrap().iter().any(|e| {
+            e.name == "PORTCULLIS_CLIENT_CA_FILE"
+                && e.value.as_deref() == Some("/client-ca/client-ca.crt")
+        }));
     }
 }
