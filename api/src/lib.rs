@@ -12,6 +12,7 @@
 //! controller's reconciler, the audit scanner) is written once for all kinds.
 //! This crate has no reconcilers and no client logic beyond `kube::Api`.
 
+pub mod groups;
 pub mod names;
 pub mod policies;
 pub mod policy;
@@ -19,11 +20,15 @@ pub mod policy_server;
 pub mod spec;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
-    CustomResourceColumnDefinition, CustomResourceDefinition,
+    CustomResourceColumnDefinition, CustomResourceDefinition, ValidationRule,
 };
 use kube::CustomResourceExt;
 
-pub use names::{policy_id, policy_server_object_name};
+pub use groups::{
+    AdmissionPolicyGroup, AdmissionPolicyGroupSpec, ClusterAdmissionPolicyGroup,
+    ClusterAdmissionPolicyGroupSpec, PolicyGroupMember, PolicyGroupMembers,
+};
+pub use names::{parse_policy_id, policy_id, policy_server_object_name};
 pub use policies::{
     AdmissionPolicy, AdmissionPolicySpec, ClusterAdmissionPolicy, ClusterAdmissionPolicySpec,
 };
@@ -95,12 +100,47 @@ fn with_columns(
     crd
 }
 
-/// The CRDs, in a stable order, each with its printer columns.
+/// Adds the CEL rules both group kinds share ([`groups::GROUP_RULES`]) to
+/// the group's `spec`.
+fn with_group_rules(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    for version in &mut crd.spec.versions {
+        let spec = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+            .and_then(|s| s.properties.as_mut())
+            .and_then(|p| p.get_mut("spec"));
+        if let Some(spec) = spec {
+            let rules = spec.x_kubernetes_validations.get_or_insert_with(Vec::new);
+            rules.extend(
+                groups::GROUP_RULES
+                    .iter()
+                    .map(|(rule, message)| ValidationRule {
+                        rule: rule.to_string(),
+                        message: Some(message.to_string()),
+                        ..Default::default()
+                    }),
+            );
+        }
+    }
+    crd
+}
+
+/// The CRDs, in a stable order (PolicyServer, then [`PolicyKind::ALL`]),
+/// each with its printer columns and, for groups, the shared group rules.
 pub fn crds() -> Vec<CustomResourceDefinition> {
     vec![
         PolicyServer::crd(),
         with_columns(ClusterAdmissionPolicy::crd(), policy_columns(true)),
         with_columns(AdmissionPolicy::crd(), policy_columns(true)),
+        with_group_rules(with_columns(
+            ClusterAdmissionPolicyGroup::crd(),
+            policy_columns(false),
+        )),
+        with_group_rules(with_columns(
+            AdmissionPolicyGroup::crd(),
+            policy_columns(false),
+        )),
     ]
 }
 
@@ -190,6 +230,12 @@ mutating: false
         for crd in crds().into_iter().skip(1) {
             let schema = serde_json::to_value(&crd.spec.versions[0].schema).unwrap();
             let spec = &schema["openAPIV3Schema"]["properties"]["spec"];
+            let group = crd.spec.names.kind.ends_with("Group");
+            let body: &[&str] = if group {
+                &["expression", "policies"]
+            } else {
+                &["module", "settings", "contextAwareResources", "mutating"]
+            };
             for field in [
                 "policyServer",
                 "mode",
@@ -203,10 +249,10 @@ mutating: false
                 "timeoutEvalSeconds",
                 "message",
                 "rules",
-                "module",
-                "settings",
-                "contextAwareResources",
-            ] {
+            ]
+            .iter()
+            .chain(body)
+            {
                 assert!(
                     spec["properties"].get(field).is_some(),
                     "{} lacks spec.{field}: {spec}",

@@ -6,6 +6,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::groups::{AdmissionPolicyGroup, ClusterAdmissionPolicyGroup, PolicyGroupMembers};
 use crate::names::policy_id;
 use crate::policies::{AdmissionPolicy, ClusterAdmissionPolicy};
 use crate::spec::{
@@ -64,13 +65,21 @@ impl PolicyKind {
 pub enum PolicyBody {
     /// One module.
     Module(PolicyModule),
+    /// Members combined by a CEL expression over their verdicts.
+    Group {
+        /// The expression (e.g. `signed() || internal()`).
+        expression: String,
+        /// The members by name.
+        members: PolicyGroupMembers,
+    },
 }
 
 impl PolicyBody {
     /// Every module the policy runs.
-    pub fn modules(&self) -> impl Iterator<Item = &PolicyModule> {
+    pub fn modules(&self) -> Box<dyn Iterator<Item = &PolicyModule> + '_> {
         match self {
-            Self::Module(module) => std::iter::once(module),
+            Self::Module(module) => Box::new(std::iter::once(module)),
+            Self::Group { members, .. } => Box::new(members.values().map(|m| &m.module)),
         }
     }
 }
@@ -245,6 +254,56 @@ impl PolicyResource for AdmissionPolicy {
 
     fn mutating(&self) -> bool {
         self.spec.mutating
+    }
+
+    fn api_for(&self, client: Client) -> Api<Self> {
+        Api::namespaced(client, &self.namespace().unwrap_or_default())
+    }
+}
+
+impl PolicyResource for ClusterAdmissionPolicyGroup {
+    const KIND: PolicyKind = PolicyKind::ClusterAdmissionPolicyGroup;
+
+    fn common(&self) -> &PolicySpecCommon {
+        &self.spec.common
+    }
+
+    fn rules(&self) -> Vec<RuleWithOperations> {
+        self.spec.rules.clone()
+    }
+
+    fn body(&self) -> PolicyBody {
+        PolicyBody::Group {
+            expression: self.spec.expression.clone(),
+            members: self.spec.policies.clone(),
+        }
+    }
+
+    fn scope(&self) -> Option<&ClusterScope> {
+        Some(&self.spec.scope)
+    }
+
+    fn api_for(&self, client: Client) -> Api<Self> {
+        Api::all(client)
+    }
+}
+
+impl PolicyResource for AdmissionPolicyGroup {
+    const KIND: PolicyKind = PolicyKind::AdmissionPolicyGroup;
+
+    fn common(&self) -> &PolicySpecCommon {
+        &self.spec.common
+    }
+
+    fn rules(&self) -> Vec<RuleWithOperations> {
+        self.spec.rules.iter().map(|r| r.to_rule()).collect()
+    }
+
+    fn body(&self) -> PolicyBody {
+        PolicyBody::Group {
+            expression: self.spec.expression.clone(),
+            members: self.spec.policies.clone(),
+        }
     }
 
     fn api_for(&self, client: Client) -> Api<Self> {

@@ -13,7 +13,10 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource};
-use portcullis_api::{AdmissionPolicy, ClusterAdmissionPolicy, PolicyServer};
+use portcullis_api::{
+    AdmissionPolicy, AdmissionPolicyGroup, ClusterAdmissionPolicy, ClusterAdmissionPolicyGroup,
+    PolicyServer,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -66,6 +69,10 @@ pub struct Stores {
     pub cluster_policies: Store<ClusterAdmissionPolicy>,
     /// AdmissionPolicies.
     pub policies: Store<AdmissionPolicy>,
+    /// ClusterAdmissionPolicyGroups.
+    pub cluster_groups: Store<ClusterAdmissionPolicyGroup>,
+    /// AdmissionPolicyGroups.
+    pub groups: Store<AdmissionPolicyGroup>,
     /// The policy-servers' ConfigMaps (controller namespace).
     pub config_maps: Store<ConfigMap>,
     /// The policy-servers' Deployments (controller namespace).

@@ -28,7 +28,8 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use portcullis_api::{
-    AdmissionPolicy, ClusterAdmissionPolicy, PolicyKind, PolicyResource, PolicyServer,
+    AdmissionPolicy, AdmissionPolicyGroup, ClusterAdmissionPolicy, ClusterAdmissionPolicyGroup,
+    PolicyKind, PolicyResource, PolicyServer,
 };
 use tracing::{info, warn};
 
@@ -81,6 +82,8 @@ struct Watches {
     policy_servers: SharedWatch<PolicyServer>,
     cluster_policies: SharedWatch<ClusterAdmissionPolicy>,
     policies: SharedWatch<AdmissionPolicy>,
+    cluster_groups: SharedWatch<ClusterAdmissionPolicyGroup>,
+    groups: SharedWatch<AdmissionPolicyGroup>,
     config_maps: SharedWatch<ConfigMap>,
     deployments: SharedWatch<Deployment>,
     pods: SharedWatch<Pod>,
@@ -111,6 +114,8 @@ impl Watches {
             policy_servers: SharedWatch::new(Api::all(client.clone()), selected()),
             cluster_policies: SharedWatch::new(Api::all(client.clone()), selected()),
             policies: SharedWatch::new(Api::all(client.clone()), selected()),
+            cluster_groups: SharedWatch::new(Api::all(client.clone()), selected()),
+            groups: SharedWatch::new(Api::all(client.clone()), selected()),
             config_maps: SharedWatch::new(Api::namespaced(client.clone(), namespace), children()),
             deployments: SharedWatch::new(Api::namespaced(client.clone(), namespace), children()),
             pods: SharedWatch::new(Api::namespaced(client.clone(), namespace), children()),
@@ -142,6 +147,8 @@ impl Watches {
             policy_servers: self.policy_servers.store(),
             cluster_policies: self.cluster_policies.store(),
             policies: self.policies.store(),
+            cluster_groups: self.cluster_groups.store(),
+            groups: self.groups.store(),
             config_maps: self.config_maps.store(),
             deployments: self.deployments.store(),
             pods: self.pods.store(),
@@ -163,6 +170,8 @@ impl Watches {
             self.policy_servers.run(shutdown.clone()).boxed(),
             self.cluster_policies.run(shutdown.clone()).boxed(),
             self.policies.run(shutdown.clone()).boxed(),
+            self.cluster_groups.run(shutdown.clone()).boxed(),
+            self.groups.run(shutdown.clone()).boxed(),
             self.config_maps.run(shutdown.clone()).boxed(),
             self.deployments.run(shutdown.clone()).boxed(),
             self.pods.run(shutdown.clone()).boxed(),
@@ -229,19 +238,31 @@ pub async fn run_observed(
     let cap = policy_controller(&ctx, &mut watches, cap_trigger, shutdown.clone());
     let ap_trigger = (watches.policies.subscribe(), ctx.stores.policies.clone());
     let ap = policy_controller(&ctx, &mut watches, ap_trigger, shutdown.clone());
+    let capg_trigger = (
+        watches.cluster_groups.subscribe(),
+        ctx.stores.cluster_groups.clone(),
+    );
+    let capg = policy_controller(&ctx, &mut watches, capg_trigger, shutdown.clone());
+    let apg_trigger = (watches.groups.subscribe(), ctx.stores.groups.clone());
+    let apg = policy_controller(&ctx, &mut watches, apg_trigger, shutdown.clone());
     ctx.metrics
         .track_policies(ctx.stores.cluster_policies.clone());
     ctx.metrics.track_policies(ctx.stores.policies.clone());
+    ctx.metrics
+        .track_policies(ctx.stores.cluster_groups.clone());
+    ctx.metrics.track_policies(ctx.stores.groups.clone());
 
     // The stores fill once each watch's first LIST succeeded: from then on
     // the API server is reachable and every object has been queued.
     let stores = ctx.stores.clone();
     let until_shutdown = shutdown.clone();
     let synced = async move {
-        let synced = futures_util::future::try_join3(
+        let synced = futures_util::future::try_join5(
             stores.policy_servers.wait_until_ready(),
             stores.cluster_policies.wait_until_ready(),
             stores.policies.wait_until_ready(),
+            stores.cluster_groups.wait_until_ready(),
+            stores.groups.wait_until_ready(),
         );
         tokio::select! {
             synced = synced => {
@@ -254,7 +275,15 @@ pub async fn run_observed(
             () = until_shutdown => {}
         }
     };
-    futures_util::join!(watches.run(shutdown), ps_controller, cap, ap, synced);
+    futures_util::join!(
+        watches.run(shutdown),
+        ps_controller,
+        cap,
+        ap,
+        capg,
+        apg,
+        synced
+    );
 }
 
 /// Creates the reconciliation series of every kind at zero, so that a
@@ -354,6 +383,7 @@ fn policy_server_controller(
     let servers = ctx.stores.policy_servers.clone();
     let for_ca = servers.clone();
     let (for_cap, for_ap) = (servers.clone(), servers.clone());
+    let (for_capg, for_apg) = (servers.clone(), servers.clone());
     Controller::for_stream(watches.policy_servers.subscribe(), servers)
         .watches_stream(watches.ca.subscribe(), move |_| all(&for_ca))
         .owns_stream(watches.deployments.subscribe())
@@ -371,6 +401,12 @@ fn policy_server_controller(
         })
         .watches_stream(watches.policies.subscribe(), move |p| {
             server_ref(&for_ap, &p.common().policy_server)
+        })
+        .watches_stream(watches.cluster_groups.subscribe(), move |p| {
+            server_ref(&for_capg, &p.common().policy_server)
+        })
+        .watches_stream(watches.groups.subscribe(), move |p| {
+            server_ref(&for_apg, &p.common().policy_server)
         })
         .graceful_shutdown_on(shutdown)
         .run(

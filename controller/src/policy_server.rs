@@ -65,6 +65,8 @@ fn bound<P: PolicyResource>(store: &Store<P>, server: &str) -> Vec<PolicyView> {
 pub fn bound_policies(stores: &Stores, server: &str) -> Vec<PolicyView> {
     let mut views = bound(&stores.cluster_policies, server);
     views.extend(bound(&stores.policies, server));
+    views.extend(bound(&stores.cluster_groups, server));
+    views.extend(bound(&stores.groups, server));
     views.retain(|v| v.refusal().is_none());
     views.sort_by(|a, b| a.id.cmp(&b.id));
     views

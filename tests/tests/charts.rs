@@ -185,7 +185,7 @@ fn charts_lint() {
 }
 
 #[test]
-fn crds_chart_renders_the_three_crds() {
+fn crds_chart_renders_the_five_crds() {
     let docs = parse(&render("portcullis-crds", "portcullis", &[]));
     let names: BTreeSet<_> = docs
         .iter()
@@ -198,23 +198,31 @@ fn crds_chart_renders_the_three_crds() {
         names,
         BTreeSet::from([
             "admissionpolicies.policies.portcullis.dev".to_string(),
+            "admissionpolicygroups.policies.portcullis.dev".to_string(),
             "clusteradmissionpolicies.policies.portcullis.dev".to_string(),
+            "clusteradmissionpolicygroups.policies.portcullis.dev".to_string(),
             "policyservers.policies.portcullis.dev".to_string(),
         ])
     );
 }
 
 /// Cluster-wide permissions: only what cannot be namespaced.
-const CLUSTER_RESOURCES: [&str; 15] = [
+const CLUSTER_RESOURCES: [&str; 21] = [
     "policyservers",
     "clusteradmissionpolicies",
     "admissionpolicies",
+    "clusteradmissionpolicygroups",
+    "admissionpolicygroups",
     "policyservers/status",
     "clusteradmissionpolicies/status",
     "admissionpolicies/status",
+    "clusteradmissionpolicygroups/status",
+    "admissionpolicygroups/status",
     "policyservers/finalizers",
     "clusteradmissionpolicies/finalizers",
     "admissionpolicies/finalizers",
+    "clusteradmissionpolicygroups/finalizers",
+    "admissionpolicygroups/finalizers",
     "validatingwebhookconfigurations",
     "mutatingwebhookconfigurations",
     // The grants of context-aware policies (ClusterRoles, and Roles in the

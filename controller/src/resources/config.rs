@@ -7,7 +7,8 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use portcullis_api::{PolicyBody, PolicyModule, PolicyServerSpec, PolicyView};
 use portcullis_config::{
-    ContextAwareResource, PoliciesConfig, PolicyConfig, PolicyEntry, SourceAuthority, SourcesConfig,
+    ContextAwareResource, PoliciesConfig, PolicyConfig, PolicyEntry, PolicyGroupConfig,
+    PolicyGroupMember, SourceAuthority, SourcesConfig,
 };
 
 use super::{BuildOptions, meta};
@@ -68,6 +69,29 @@ pub fn policy_entry(policy: &PolicyView, server: &PolicyServerSpec) -> PolicyEnt
                 .timeout_eval_seconds
                 .and_then(|t| u64::try_from(t).ok()),
             host_capabilities: host_capabilities(policy, server),
+        }),
+        PolicyBody::Group {
+            expression,
+            members,
+        } => PolicyEntry::Group(PolicyGroupConfig {
+            policy_mode: policy_mode(common.mode),
+            expression: expression.clone(),
+            message: common.message.clone().unwrap_or_default(),
+            policies: members
+                .iter()
+                .map(|(name, member)| {
+                    let member = PolicyGroupMember {
+                        module: member.module.module.clone(),
+                        settings: settings(&member.module),
+                        context_aware_resources: context_aware_resources(&member.module),
+                        timeout_eval_seconds: member
+                            .timeout_eval_seconds
+                            .and_then(|t| u64::try_from(t).ok()),
+                        host_capabilities: host_capabilities(policy, server),
+                    };
+                    (name.clone(), member)
+                })
+                .collect(),
         }),
     }
 }

@@ -44,7 +44,12 @@ pub fn control_plane() -> &'static ControlPlane {
                 names.push(stem);
             }
         }
-        assert_eq!(names.len(), 3, "expected 3 CRD files in {}", dir.display());
+        assert_eq!(
+            names.len(),
+            portcullis_controller::crd::crds().len(),
+            "expected one CRD file per CRD in {}",
+            dir.display()
+        );
         for name in names {
             cp.kubectl_ok(&[
                 "wait",
