@@ -40,11 +40,9 @@ pub type PolicyGroupMembers = BTreeMap<String, PolicyGroupMember>;
     shortname = "capg",
     status = "PolicyStatus",
     selectable = ".spec.policyServer",
-    doc = "Member policies combined by a CEL expression, evaluated for matching requests in every namespace.",
-    validation = Rule::new("size(self.metadata.name) <= 211").message("name must be at most 211 characters so that the policy id group-clusterwide-<name> fits in a webhook name")
+    doc = "Member policies combined by a CEL expression, evaluated for matching requests in every namespace."
 )]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!has(self.timeoutEvalSeconds) || self.timeoutEvalSeconds <= self.timeoutSeconds").message("timeoutEvalSeconds must not be greater than timeoutSeconds"))]
 pub struct ClusterAdmissionPolicyGroupSpec {
     /// The fields of every policy kind; `message` is required.
     #[serde(flatten)]
@@ -74,11 +72,9 @@ pub struct ClusterAdmissionPolicyGroupSpec {
     shortname = "apg",
     status = "PolicyStatus",
     selectable = ".spec.policyServer",
-    doc = "Member policies combined by a CEL expression, evaluated for matching requests in its own namespace.",
-    validation = Rule::new("size(self.metadata.name) <= 148").message("name must be at most 148 characters so that the policy id group-namespaced-<namespace>.<name> fits in a webhook name")
+    doc = "Member policies combined by a CEL expression, evaluated for matching requests in its own namespace."
 )]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!has(self.timeoutEvalSeconds) || self.timeoutEvalSeconds <= self.timeoutSeconds").message("timeoutEvalSeconds must not be greater than timeoutSeconds"))]
 #[x_kube(validation = Rule::new("self.policies.all(name, self.policies[name].module.startsWith('registry://') || self.policies[name].module.startsWith('https://'))").message("namespaced policies may only use registry:// and https:// modules (file:// and http:// are reserved to cluster-wide policies)"))]
 pub struct AdmissionPolicyGroupSpec {
     /// The fields of every policy kind; `message` is required.

@@ -90,57 +90,73 @@ fn policy_columns(mutating: bool) -> Vec<CustomResourceColumnDefinition> {
     columns
 }
 
-fn with_columns(
-    mut crd: CustomResourceDefinition,
-    columns: Vec<CustomResourceColumnDefinition>,
-) -> CustomResourceDefinition {
-    for version in &mut crd.spec.versions {
-        version.additional_printer_columns = Some(columns.clone());
-    }
-    crd
+/// The CEL rules of every policy kind's `spec`: (rule, message).
+const POLICY_RULES: [(&str, &str); 1] = [(
+    "!has(self.timeoutEvalSeconds) || self.timeoutEvalSeconds <= self.timeoutSeconds",
+    "timeoutEvalSeconds must not be greater than timeoutSeconds",
+)];
+
+fn rules(rules: &[(&str, &str)]) -> impl Iterator<Item = ValidationRule> {
+    rules.iter().map(|(rule, message)| ValidationRule {
+        rule: rule.to_string(),
+        message: Some(message.to_string()),
+        ..Default::default()
+    })
 }
 
-/// Adds the CEL rules both group kinds share ([`groups::GROUP_RULES`]) to
-/// the group's `spec`.
-fn with_group_rules(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
+/// A policy kind's CRD with what every kind shares, defined once here: its
+/// printer columns, the CEL rules of every policy kind (and of every group),
+/// and the bound on names that keeps its policy id within a webhook name.
+fn policy_crd(mut crd: CustomResourceDefinition, kind: PolicyKind) -> CustomResourceDefinition {
+    let id = policy_id(kind, Some("<namespace>"), "<name>");
+    let max = names::max_name_len(kind);
+    let name_rule = format!("size(self.metadata.name) <= {max}");
+    let name_message = format!(
+        "name must be at most {max} characters so that the policy id {id} fits in a webhook name"
+    );
+    let group_rules: &[(&str, &str)] = if kind.is_group() {
+        &groups::GROUP_RULES
+    } else {
+        &[]
+    };
     for version in &mut crd.spec.versions {
-        let spec = version
+        version.additional_printer_columns = Some(policy_columns(!kind.is_group()));
+        let Some(root) = version
             .schema
             .as_mut()
             .and_then(|s| s.open_api_v3_schema.as_mut())
-            .and_then(|s| s.properties.as_mut())
-            .and_then(|p| p.get_mut("spec"));
-        if let Some(spec) = spec {
-            let rules = spec.x_kubernetes_validations.get_or_insert_with(Vec::new);
-            rules.extend(
-                groups::GROUP_RULES
-                    .iter()
-                    .map(|(rule, message)| ValidationRule {
-                        rule: rule.to_string(),
-                        message: Some(message.to_string()),
-                        ..Default::default()
-                    }),
-            );
+        else {
+            continue;
+        };
+        root.x_kubernetes_validations
+            .get_or_insert_with(Vec::new)
+            .extend(rules(&[(name_rule.as_str(), name_message.as_str())]));
+        if let Some(spec) = root.properties.as_mut().and_then(|p| p.get_mut("spec")) {
+            spec.x_kubernetes_validations
+                .get_or_insert_with(Vec::new)
+                .extend(rules(&POLICY_RULES).chain(rules(group_rules)));
         }
     }
     crd
 }
 
-/// The CRDs, in a stable order (PolicyServer, then [`PolicyKind::ALL`]),
-/// each with its printer columns and, for groups, the shared group rules.
+/// The CRDs, in a stable order (PolicyServer, then [`PolicyKind::ALL`]).
 pub fn crds() -> Vec<CustomResourceDefinition> {
     vec![
         PolicyServer::crd(),
-        with_columns(ClusterAdmissionPolicy::crd(), policy_columns(true)),
-        with_columns(AdmissionPolicy::crd(), policy_columns(true)),
-        with_group_rules(with_columns(
+        policy_crd(
+            ClusterAdmissionPolicy::crd(),
+            PolicyKind::ClusterAdmissionPolicy,
+        ),
+        policy_crd(AdmissionPolicy::crd(), PolicyKind::AdmissionPolicy),
+        policy_crd(
             ClusterAdmissionPolicyGroup::crd(),
-            policy_columns(false),
-        )),
-        with_group_rules(with_columns(
+            PolicyKind::ClusterAdmissionPolicyGroup,
+        ),
+        policy_crd(
             AdmissionPolicyGroup::crd(),
-            policy_columns(false),
-        )),
+            PolicyKind::AdmissionPolicyGroup,
+        ),
     ]
 }
 
@@ -215,7 +231,7 @@ mutating: false
 
     #[test]
     fn schema_has_cel_rules() {
-        let json = serde_json::to_string(&ClusterAdmissionPolicy::crd()).unwrap();
+        let json = serde_json::to_string(&crds()[1]).unwrap();
         assert!(json.contains("self == oldSelf"), "{json}");
         assert!(json.contains("oldSelf == 'protect'"));
         assert!(json.contains("timeoutEvalSeconds <= self.timeoutSeconds"));

@@ -17,11 +17,9 @@ use crate::spec::{
     shortname = "cap",
     status = "PolicyStatus",
     selectable = ".spec.policyServer",
-    doc = "A policy evaluated for matching requests in every namespace (and for cluster-scoped resources).",
-    validation = Rule::new("size(self.metadata.name) <= 217").message("name must be at most 217 characters so that the policy id clusterwide-<name> fits in a webhook name")
+    doc = "A policy evaluated for matching requests in every namespace (and for cluster-scoped resources)."
 )]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!has(self.timeoutEvalSeconds) || self.timeoutEvalSeconds <= self.timeoutSeconds").message("timeoutEvalSeconds must not be greater than timeoutSeconds"))]
 pub struct ClusterAdmissionPolicySpec {
     /// The fields of every policy kind.
     #[serde(flatten)]
@@ -49,11 +47,9 @@ pub struct ClusterAdmissionPolicySpec {
     shortname = "ap",
     status = "PolicyStatus",
     selectable = ".spec.policyServer",
-    doc = "A policy evaluated for matching requests in its own namespace.",
-    validation = Rule::new("size(self.metadata.name) <= 154").message("name must be at most 154 characters so that the policy id namespaced-<namespace>.<name> fits in a webhook name")
+    doc = "A policy evaluated for matching requests in its own namespace."
 )]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!has(self.timeoutEvalSeconds) || self.timeoutEvalSeconds <= self.timeoutSeconds").message("timeoutEvalSeconds must not be greater than timeoutSeconds"))]
 #[x_kube(validation = Rule::new("self.module.startsWith('registry://') || self.module.startsWith('https://')").message("namespaced policies may only use registry:// and https:// modules (file:// and http:// are reserved to cluster-wide policies)"))]
 pub struct AdmissionPolicySpec {
     /// The fields of every policy kind.
