@@ -18,6 +18,12 @@ pub struct SourcesConfig {
     /// Extra certificate authorities trusted for a `host[:port]`.
     #[serde(default)]
     pub source_authorities: BTreeMap<String, Vec<SourceAuthority>>,
+    /// Where policy modules may come from (URI prefixes, see
+    /// [`crate::module_sources`]). Absent: anywhere; empty: nowhere.
+    /// A Portcullis extension; the controller copies a PolicyServer's
+    /// `spec.allowedModuleSources` here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_module_sources: Option<Vec<String>>,
 }
 
 /// One certificate authority, given inline or by path; PEM or DER.

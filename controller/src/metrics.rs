@@ -11,17 +11,15 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use kube::runtime::reflector::Store;
+use portcullis_telemetry::metrics::{HistogramFamily, MetricsRegistry, histogram_family};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
-use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
 
-use crate::crd::{PolicyStatus, PolicyStatusEnum};
-use crate::policy::Policy;
+use portcullis_api::{PolicyResource, PolicyStatus};
 
 /// Prefix of every metric name.
 pub const PREFIX: &str = "portcullis_controller";
@@ -70,18 +68,13 @@ struct PolicyLabels {
 }
 
 /// Every metric the controller exports.
+#[derive(Debug)]
 pub struct Metrics {
-    registry: Registry,
+    registry: MetricsRegistry,
     reconciliations: Family<ReconcileLabels, Counter>,
-    durations: Family<KindLabels, Histogram>,
+    durations: HistogramFamily<KindLabels>,
     policies: std::sync::Arc<PolicyPhases>,
     leader: Gauge,
-}
-
-impl std::fmt::Debug for Metrics {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Metrics").finish_non_exhaustive()
-    }
 }
 
 impl Default for Metrics {
@@ -93,11 +86,9 @@ impl Default for Metrics {
 impl Metrics {
     /// Creates and registers every metric.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix(PREFIX);
+        let mut registry = MetricsRegistry::with_prefix(PREFIX);
         let reconciliations = Family::<ReconcileLabels, Counter>::default();
-        let durations = Family::<KindLabels, Histogram>::new_with_constructor(
-            (|| Histogram::new(DURATION_BUCKETS)) as fn() -> Histogram,
-        );
+        let durations = histogram_family(&DURATION_BUCKETS);
         let policies = std::sync::Arc::new(PolicyPhases::default());
         // prometheus-client appends `_total` to counters.
         registry.register(
@@ -167,7 +158,7 @@ impl Metrics {
 
     /// Counts the policies in `store` (a controller's cache of one policy
     /// kind) by status phase on every scrape.
-    pub fn track_policies<P: Policy>(&self, store: Store<P>) {
+    pub fn track_policies<P: PolicyResource>(&self, store: Store<P>) {
         let kind = P::kind(&()).into_owned();
         let count = move || {
             let mut phases: BTreeMap<&'static str, i64> =
@@ -186,21 +177,13 @@ impl Metrics {
 
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
-        let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
-        Ok(out)
+        self.registry.encode()
     }
 }
 
 /// The `status` label value of a policy.
 fn phase(status: Option<&PolicyStatus>) -> &'static str {
-    match status.map(|s| s.policy_status) {
-        Some(PolicyStatusEnum::Unscheduled) => "unscheduled",
-        Some(PolicyStatusEnum::Scheduled) => "scheduled",
-        Some(PolicyStatusEnum::Pending) => "pending",
-        Some(PolicyStatusEnum::Active) => "active",
-        None => PHASE_UNKNOWN,
-    }
+    status.map_or(PHASE_UNKNOWN, |s| s.policy_status.as_str())
 }
 
 /// Counts of one policy kind by phase.
@@ -243,6 +226,7 @@ impl Collector for PolicyPhases {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use portcullis_api::PolicyStatusEnum;
 
     #[test]
     fn encodes_reconciliations_and_durations() {
@@ -298,8 +282,8 @@ mod tests {
 
     #[test]
     fn policy_gauge_follows_the_cache() {
-        use crate::crd::ClusterAdmissionPolicy;
         use kube::runtime::watcher::Event;
+        use portcullis_api::ClusterAdmissionPolicy;
 
         let cap = |name: &str, status: &str| -> ClusterAdmissionPolicy {
             serde_yaml::from_str(&format!(

@@ -1,4 +1,6 @@
-//! Names, labels and annotations shared by every object the controller writes.
+//! Names, labels and annotations shared by every object the controller
+//! writes. The names other components derive too (policy ids, the objects
+//! serving a PolicyServer) are in `portcullis_api::names`.
 
 /// Field manager of every server-side apply and status patch.
 pub const FIELD_MANAGER: &str = "portcullis-controller";
@@ -6,14 +8,10 @@ pub const FIELD_MANAGER: &str = "portcullis-controller";
 /// Finalizer on PolicyServers and policies.
 pub const FINALIZER: &str = "policies.portcullis.dev/finalizer";
 
-/// Prefix of every object derived from a PolicyServer.
-pub const POLICY_SERVER_PREFIX: &str = "policy-server-";
-
-/// Longest PolicyServer name whose derived names fit in 63 characters.
-pub const MAX_POLICY_SERVER_NAME_LEN: usize = 63 - POLICY_SERVER_PREFIX.len();
-
-/// Secret holding the controller's CA (`ca.crt`, `ca.key`).
-pub const CA_SECRET: &str = "portcullis-ca";
+pub use portcullis_api::names::{
+    CA_SECRET, MAX_POLICY_SERVER_NAME_LEN, POLICY_SERVER_PREFIX, policy_server_object_name,
+    service_dns_names,
+};
 
 /// Key of the policies file in the policy-server ConfigMap.
 pub const POLICIES_KEY: &str = "policies.yml";
@@ -37,33 +35,6 @@ pub const ANNOTATION_CONFIG_DIGEST: &str = "policies.portcullis.dev/config-diges
 pub const ANNOTATION_CERT_INPUTS: &str = "policies.portcullis.dev/cert-inputs";
 /// Annotation on the serving-certificate Secret: expiry in seconds since the Unix epoch.
 pub const ANNOTATION_CERT_NOT_AFTER: &str = "policies.portcullis.dev/cert-not-after";
-
-/// `policy-server-<name>`: the name of every object derived from a PolicyServer
-/// (Deployment, Service, ConfigMap, Secret, PodDisruptionBudget).
-pub fn policy_server_object_name(policy_server: &str) -> String {
-    format!("{POLICY_SERVER_PREFIX}{policy_server}")
-}
-
-/// Policy id of a ClusterAdmissionPolicy.
-pub fn clusterwide_id(name: &str) -> String {
-    format!("clusterwide-{name}")
-}
-
-/// Policy id of an AdmissionPolicy.
-pub fn namespaced_id(namespace: &str, name: &str) -> String {
-    format!("namespaced-{namespace}-{name}")
-}
-
-/// DNS names the policy-server's serving certificate must cover.
-pub fn service_dns_names(policy_server: &str, namespace: &str) -> Vec<String> {
-    let svc = policy_server_object_name(policy_server);
-    vec![
-        format!("{svc}.{namespace}.svc"),
-        format!("{svc}.{namespace}.svc.cluster.local"),
-        format!("{svc}.{namespace}"),
-        svc,
-    ]
-}
 
 /// The common labels of the objects derived from a PolicyServer.
 pub fn policy_server_labels(policy_server: &str) -> std::collections::BTreeMap<String, String> {
@@ -94,17 +65,4 @@ pub fn policy_server_selector(policy_server: &str) -> std::collections::BTreeMap
     ]
     .into_iter()
     .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn longest_name_fits() {
-        let name = "a".repeat(MAX_POLICY_SERVER_NAME_LEN);
-        assert_eq!(policy_server_object_name(&name).len(), 63);
-        assert_eq!(clusterwide_id("x"), "clusterwide-x");
-        assert_eq!(namespaced_id("ns", "x"), "namespaced-ns-x");
-    }
 }

@@ -1,180 +1,233 @@
-//! One view over both policy kinds, so the reconciler and the builders are
-//! written once.
+//! The policy reconciler, one generic path for every policy kind: the
+//! webhook configuration, written once the policy-server serves the policy,
+//! and the policy's status.
 
-use k8s_openapi::api::admissionregistration::v1::MatchCondition;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::ResourceExt;
-use serde_json::Value;
+use std::sync::Arc;
 
-use crate::crd::{
-    AdmissionPolicy, ClusterAdmissionPolicy, ContextAwareResource, PolicyMode, PolicyStatus,
-    RuleWithOperations,
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
-use crate::names::{clusterwide_id, namespaced_id};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Api, Resource};
+use portcullis_api::{PolicyResource, PolicyStatus, PolicyStatusEnum, PolicyView};
+use serde::de::DeserializeOwned;
+use tracing::info;
 
-/// Which kind a policy is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PolicyKind {
-    /// A ClusterAdmissionPolicy.
-    Cluster,
-    /// An AdmissionPolicy (namespaced).
-    Namespaced,
+use crate::ca::ensure_ca;
+use crate::conditions::condition;
+use crate::context::{Context, Error};
+use crate::names::{FINALIZER, MANAGED_BY};
+use crate::readiness::{REPLICA_POLL_INTERVAL, Readiness, server_readiness};
+use crate::resources;
+
+/// Reconciles one policy of any kind (with its finalizer).
+pub async fn reconcile<P: PolicyResource>(
+    policy: Arc<P>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let api = policy.api_for(ctx.client.clone());
+    finalizer(&api, FINALIZER, policy, |event| async {
+        match event {
+            FinalizerEvent::Apply(p) => apply(p.as_ref(), &ctx).await,
+            FinalizerEvent::Cleanup(p) => {
+                delete_webhooks(&ctx, &p.id()).await?;
+                Ok(Action::await_change())
+            }
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
 }
 
-/// The fields of a policy the controller needs, whatever its kind.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PolicyView {
-    /// Kind of the policy.
-    pub kind: PolicyKind,
-    /// `clusterwide-<name>` or `namespaced-<ns>-<name>`.
-    pub id: String,
-    /// metadata.name.
-    pub name: String,
-    /// metadata.namespace (AdmissionPolicy only).
-    pub namespace: Option<String>,
-    /// metadata.uid.
-    pub uid: Option<String>,
-    /// Whether metadata.deletionTimestamp is set.
-    pub deleting: bool,
-    /// spec.policyServer.
-    pub policy_server: String,
-    /// spec.mode.
-    pub mode: PolicyMode,
-    /// spec.module.
-    pub module: String,
-    /// spec.settings.
-    pub settings: Option<Value>,
-    /// spec.rules.
-    pub rules: Vec<RuleWithOperations>,
-    /// spec.failurePolicy.
-    pub failure_policy: Option<String>,
-    /// spec.mutating.
-    pub mutating: bool,
-    /// spec.matchPolicy.
-    pub match_policy: Option<String>,
-    /// spec.matchConditions.
-    pub match_conditions: Option<Vec<MatchCondition>>,
-    /// spec.objectSelector.
-    pub object_selector: Option<LabelSelector>,
-    /// spec.sideEffects.
-    pub side_effects: Option<String>,
-    /// spec.timeoutSeconds.
-    pub timeout_seconds: i32,
-    /// spec.timeoutEvalSeconds.
-    pub timeout_eval_seconds: Option<i32>,
-    /// spec.message.
-    pub message: Option<String>,
-    /// spec.namespaceSelector (cluster-wide only).
-    pub namespace_selector: Option<LabelSelector>,
-    /// spec.allowInsideAdmissionControllerNamespace (cluster-wide only).
-    pub allow_inside_controller_namespace: bool,
-    /// spec.contextAwareResources (cluster-wide only).
-    pub context_aware_resources: Vec<ContextAwareResource>,
+/// Whether this controller manages the webhook configuration.
+fn is_managed(meta: &ObjectMeta) -> bool {
+    meta.labels
+        .as_ref()
+        .and_then(|l| l.get("app.kubernetes.io/managed-by"))
+        .is_some_and(|v| v == MANAGED_BY)
 }
 
-/// Implemented by both policy kinds.
-pub trait Policy:
-    kube::Resource<DynamicType = ()>
-    + Clone
-    + std::fmt::Debug
-    + serde::Serialize
-    + serde::de::DeserializeOwned
-    + Send
-    + Sync
-    + 'static
+/// Deletes `name`; already gone is fine.
+pub async fn delete_ignoring_missing<K>(api: &Api<K>, name: &str) -> Result<(), Error>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {
-    /// The kind-independent view of this policy.
-    fn view(&self) -> PolicyView;
-    /// The current status, if any.
-    fn status(&self) -> Option<&PolicyStatus>;
-    /// An API over every object of this kind (all namespaces).
-    fn api_all(client: kube::Client) -> kube::Api<Self>;
-    /// An API for this object (its namespace, if any).
-    fn api_for(&self, client: kube::Client) -> kube::Api<Self>;
-}
-
-impl Policy for ClusterAdmissionPolicy {
-    fn view(&self) -> PolicyView {
-        let s = &self.spec;
-        PolicyView {
-            kind: PolicyKind::Cluster,
-            id: clusterwide_id(&self.name_any()),
-            name: self.name_any(),
-            namespace: None,
-            uid: self.metadata.uid.clone(),
-            deleting: self.metadata.deletion_timestamp.is_some(),
-            policy_server: s.policy_server.clone(),
-            mode: s.mode,
-            module: s.module.clone(),
-            settings: s.settings.clone(),
-            rules: s.rules.clone(),
-            failure_policy: s.failure_policy.clone(),
-            mutating: s.mutating,
-            match_policy: s.match_policy.clone(),
-            match_conditions: s.match_conditions.clone(),
-            object_selector: s.object_selector.clone(),
-            side_effects: s.side_effects.clone(),
-            timeout_seconds: s.timeout_seconds,
-            timeout_eval_seconds: s.timeout_eval_seconds,
-            message: s.message.clone(),
-            namespace_selector: s.namespace_selector.clone(),
-            allow_inside_controller_namespace: s.allow_inside_admission_controller_namespace,
-            context_aware_resources: s.context_aware_resources.clone(),
-        }
-    }
-
-    fn status(&self) -> Option<&PolicyStatus> {
-        self.status.as_ref()
-    }
-
-    fn api_all(client: kube::Client) -> kube::Api<Self> {
-        kube::Api::all(client)
-    }
-
-    fn api_for(&self, client: kube::Client) -> kube::Api<Self> {
-        kube::Api::all(client)
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
 
-impl Policy for AdmissionPolicy {
-    fn view(&self) -> PolicyView {
-        let s = &self.spec;
-        let namespace = self.namespace().unwrap_or_default();
-        PolicyView {
-            kind: PolicyKind::Namespaced,
-            id: namespaced_id(&namespace, &self.name_any()),
-            name: self.name_any(),
-            namespace: Some(namespace),
-            uid: self.metadata.uid.clone(),
-            deleting: self.metadata.deletion_timestamp.is_some(),
-            policy_server: s.policy_server.clone(),
-            mode: s.mode,
-            module: s.module.clone(),
-            settings: s.settings.clone(),
-            rules: s.rules.iter().cloned().map(Into::into).collect(),
-            failure_policy: s.failure_policy.clone(),
-            mutating: s.mutating,
-            match_policy: s.match_policy.clone(),
-            match_conditions: s.match_conditions.clone(),
-            object_selector: s.object_selector.clone(),
-            side_effects: s.side_effects.clone(),
-            timeout_seconds: s.timeout_seconds,
-            timeout_eval_seconds: s.timeout_eval_seconds,
-            message: s.message.clone(),
-            namespace_selector: None,
-            allow_inside_controller_namespace: false,
-            context_aware_resources: Vec::new(),
+/// Deletes the webhook configuration `id` of type `K` if the cache has one
+/// that this controller manages.
+async fn delete_managed<K>(ctx: &Context, store: &Store<K>, id: &str) -> Result<bool, Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let managed = store
+        .get(&ObjectRef::new(id))
+        .is_some_and(|w| is_managed(w.meta()));
+    if managed {
+        delete_ignoring_missing(&Api::<K>::all(ctx.client.clone()), id).await?;
+    }
+    Ok(managed)
+}
+
+/// Deletes the Validating and Mutating webhook configurations named `id`
+/// that this controller manages.
+pub async fn delete_webhooks(ctx: &Context, id: &str) -> Result<(), Error> {
+    if delete_managed(ctx, &ctx.stores.validating_webhooks, id).await? {
+        info!(policy = id, "deleted ValidatingWebhookConfiguration");
+    }
+    if delete_managed(ctx, &ctx.stores.mutating_webhooks, id).await? {
+        info!(policy = id, "deleted MutatingWebhookConfiguration");
+    }
+    Ok(())
+}
+
+/// Where the policy is in its lifecycle, with the condition's reason and
+/// message and the mode its policy-server serves it with.
+struct Phase {
+    state: PolicyStatusEnum,
+    reason: &'static str,
+    message: String,
+    mode: Option<String>,
+    /// Ask the replicas again after [`REPLICA_POLL_INTERVAL`].
+    poll: bool,
+}
+
+impl Phase {
+    fn new(state: PolicyStatusEnum, reason: &'static str, message: String) -> Self {
+        Self {
+            state,
+            reason,
+            message,
+            mode: None,
+            poll: false,
         }
     }
+}
 
-    fn status(&self) -> Option<&PolicyStatus> {
-        self.status.as_ref()
+async fn phase<P: PolicyResource>(
+    policy: &P,
+    view: &PolicyView,
+    ctx: &Context,
+) -> Result<Phase, Error> {
+    if let Some(refusal) = view.refusal() {
+        delete_webhooks(ctx, &view.id).await?;
+        return Ok(Phase::new(
+            PolicyStatusEnum::Pending,
+            "ModuleSourceNotAllowed",
+            refusal,
+        ));
     }
-    fn api_all(client: kube::Client) -> kube::Api<Self> {
-        kube::Api::all(client)
+    let server_name = &view.common.policy_server;
+    if server_name.is_empty() {
+        delete_webhooks(ctx, &view.id).await?;
+        return Ok(Phase::new(
+            PolicyStatusEnum::Unscheduled,
+            "NoPolicyServer",
+            "spec.policyServer is empty".to_string(),
+        ));
     }
+    let server = ctx
+        .stores
+        .policy_servers
+        .get(&ObjectRef::new(server_name))
+        .filter(|s| s.metadata.deletion_timestamp.is_none());
+    let Some(server) = server else {
+        delete_webhooks(ctx, &view.id).await?;
+        return Ok(Phase::new(
+            PolicyStatusEnum::Scheduled,
+            "PolicyServerMissing",
+            format!("PolicyServer {server_name} does not exist"),
+        ));
+    };
+    let (readiness, mode) = server_readiness(ctx, &server, view).await;
+    let mut phase = match readiness {
+        Readiness::NotReady(reason, message) => {
+            Phase::new(PolicyStatusEnum::Pending, reason, message)
+        }
+        Readiness::Waiting(reason, message) => Phase {
+            poll: true,
+            ..Phase::new(PolicyStatusEnum::Pending, reason, message)
+        },
+        Readiness::Ready => {
+            write_webhook(policy, view, ctx).await?;
+            Phase::new(PolicyStatusEnum::Active, "WebhookRegistered", String::new())
+        }
+    };
+    phase.mode = mode;
+    Ok(phase)
+}
 
-    fn api_for(&self, client: kube::Client) -> kube::Api<Self> {
-        kube::Api::namespaced(client, &self.namespace().unwrap_or_default())
+async fn apply<P: PolicyResource>(policy: &P, ctx: &Context) -> Result<Action, Error> {
+    let view = policy.view();
+    let previous = policy
+        .status()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let phase = phase(policy, &view, ctx).await?;
+    let status = PolicyStatus {
+        policy_status: phase.state,
+        mode: phase.mode,
+        conditions: vec![condition(
+            &previous,
+            "PolicyActive",
+            phase.state == PolicyStatusEnum::Active,
+            phase.reason,
+            phase.message,
+            policy.meta().generation,
+        )],
+    };
+    if policy.status() != Some(&status) {
+        policy
+            .api_for(ctx.client.clone())
+            .patch_status(
+                &view.name,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({ "status": status })),
+            )
+            .await?;
     }
+    Ok(if phase.poll {
+        Action::requeue(REPLICA_POLL_INTERVAL)
+    } else {
+        Action::await_change()
+    })
+}
+
+/// Writes the policy's webhook configuration (Mutating for a mutating
+/// policy, else Validating) and removes one of the other type.
+async fn write_webhook<P: PolicyResource>(
+    policy: &P,
+    view: &PolicyView,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let ca_bundle = ensure_ca(ctx).await?.bundle_pem;
+    // A cluster-scoped webhook configuration may only be owned by a
+    // cluster-scoped policy.
+    let owner = if view.namespace.is_none() {
+        policy.controller_owner_ref(&())
+    } else {
+        None
+    };
+    let ns = &ctx.opts.namespace;
+    if view.mutating {
+        let hook = resources::mutating_webhook(view, ns, ca_bundle.as_bytes(), owner);
+        let api: Api<MutatingWebhookConfiguration> = Api::all(ctx.client.clone());
+        ctx.apply(&api, &view.id, &hook).await?;
+        delete_managed(ctx, &ctx.stores.validating_webhooks, &view.id).await?;
+    } else {
+        let hook = resources::validating_webhook(view, ns, ca_bundle.as_bytes(), owner);
+        let api: Api<ValidatingWebhookConfiguration> = Api::all(ctx.client.clone());
+        ctx.apply(&api, &view.id, &hook).await?;
+        delete_managed(ctx, &ctx.stores.mutating_webhooks, &view.id).await?;
+    }
+    Ok(())
 }

@@ -420,3 +420,69 @@ spec:
     assert_eq!(groups, "*");
     cp.kubectl_ok(&["delete", "cap", &name, "--wait=false"]);
 }
+
+/// Issue 10 item 4: a tenant's AdmissionPolicy may only fetch its module
+/// from a registry or over HTTPS; the API server refuses the rest.
+#[test]
+fn admission_policy_modules_are_registry_or_https_only() {
+    let cp = control_plane();
+    let ns = portcullis_tests::control_plane::TestNamespace::new("ap-modules");
+    let ap = |name: &str, module: &str| {
+        format!(
+            r#"apiVersion: policies.portcullis.dev/v1
+kind: AdmissionPolicy
+metadata:
+  name: {name}
+  namespace: {}
+spec:
+  module: "{module}"
+  mutating: false
+  rules: [{{apiGroups: [""], apiVersions: [v1], resources: [pods], operations: [CREATE]}}]
+"#,
+            ns.name()
+        )
+    };
+    for (name, module) in [
+        ("file", "file:///etc/passwd"),
+        ("dev-zero", "file:///dev/zero"),
+        ("http", "http://internal.example/policy.wasm"),
+        ("bare", "ghcr.io/kubewarden/policies/pod-privileged:v0.2.2"),
+        ("upper", "FILE:///etc/passwd"),
+    ] {
+        assert_rejected(
+            cp,
+            &ap(name, module),
+            "namespaced policies may only use registry:// and https:// modules",
+        );
+    }
+    cp.apply(&ap(
+        "registry",
+        "registry://ghcr.io/kubewarden/policies/pod-privileged:v0.2.2",
+    ));
+    cp.apply(&ap(
+        "https",
+        "https://policies.example.com/pod-privileged.wasm",
+    ));
+    // Cluster-wide policies are a cluster admin's: every source.
+    let name = unique("file-module");
+    cp.apply(&cap(&name, "").replace(
+        "registry://ghcr.io/kubewarden/policies/pod-privileged:v0.2.2",
+        "file:///policies/pod-privileged.wasm",
+    ));
+    cp.kubectl_ok(&["delete", "cap", &name, "--wait=false"]);
+}
+
+/// Issue 10 item 5: names are bounded so that the policy id, and the webhook
+/// named after it, fit the lengths Kubernetes allows.
+#[test]
+fn policy_names_are_bounded_so_that_their_ids_fit() {
+    let cp = control_plane();
+    assert_rejected(
+        cp,
+        &cap(&"a".repeat(218), ""),
+        "name must be at most 217 characters so that the policy id clusterwide-<name> fits in a webhook name",
+    );
+    let ok = "b".repeat(217);
+    cp.apply(&cap(&ok, ""));
+    cp.kubectl_ok(&["delete", "cap", &ok, "--wait=false"]);
+}

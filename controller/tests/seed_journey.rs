@@ -53,16 +53,13 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
-use std::process::Command;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
+use common::pod::{SimulatedPod, free_ports, mark_ready, readiness};
 use common::{
-    BindingGuard, Controller, Proc, TEST_LABEL, control_plane, eventually,
-    impersonating_kubeconfig, install_rbac, jstr, unique,
+    BindingGuard, Controller, TEST_LABEL, control_plane, eventually, impersonating_kubeconfig,
+    install_rbac, jstr, unique,
 };
 use portcullis_tests::control_plane::{TestNamespace, target_dir};
 use portcullis_tests::e2e::{self, Kubectl};
@@ -72,69 +69,6 @@ use serde_json::{Value, json};
 const TIMEOUT: Duration = Duration::from_secs(90);
 /// The pod-privileged policy's message for a privileged init container.
 const INIT_DENIAL: &str = "Privileged init container is not allowed";
-
-/// A port that was free a moment ago on 127.0.0.1.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind a free port")
-        .port()
-}
-
-/// Writes `files` into `dir` as the kubelet's atomic writer does for a
-/// ConfigMap or Secret volume: a fresh `..<version>` directory, `..data`
-/// pointing at it (swapped with a rename), and `<key>` → `..data/<key>`.
-fn kubelet_write(dir: &Path, version: u32, files: &BTreeMap<String, Vec<u8>>) {
-    std::fs::create_dir_all(dir).expect("volume dir");
-    let versioned = format!("..{version}");
-    let vdir = dir.join(&versioned);
-    std::fs::create_dir(&vdir).expect("versioned dir");
-    for (name, bytes) in files {
-        std::fs::write(vdir.join(name), bytes).expect("write volume file");
-    }
-    let tmp = dir.join("..data_tmp");
-    std::os::unix::fs::symlink(&versioned, &tmp).expect("..data_tmp");
-    std::fs::rename(&tmp, dir.join("..data")).expect("swap ..data");
-    for name in files.keys() {
-        let link = dir.join(name);
-        if std::fs::symlink_metadata(&link).is_err() {
-            std::os::unix::fs::symlink(format!("..data/{name}"), &link).expect("key symlink");
-        }
-    }
-    if version > 1 {
-        let _ = std::fs::remove_dir_all(dir.join(format!("..{}", version - 1)));
-    }
-}
-
-/// `data` of a ConfigMap, or the base64-decoded `data` of a Secret.
-fn volume_files(object: &Value, base64: bool) -> BTreeMap<String, Vec<u8>> {
-    let data = object["data"].as_object().cloned().unwrap_or_default();
-    data.into_iter()
-        .map(|(k, v)| {
-            let s = v.as_str().unwrap_or_default();
-            let bytes = if base64 {
-                base64::engine::general_purpose::STANDARD
-                    .decode(s)
-                    .expect("secret data is base64")
-            } else {
-                s.as_bytes().to_vec()
-            };
-            (k, bytes)
-        })
-        .collect()
-}
-
-/// `GET /readiness` on the plain-HTTP probe port: the parsed report, if any.
-fn readiness(port: u16) -> Option<Value> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET /readiness HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let (_, body) = response.split_once("\r\n\r\n")?;
-    serde_json::from_str(body).ok()
-}
 
 fn policy_status(k: &Kubectl, cap: &str) -> (String, String) {
     let v = k
@@ -162,12 +96,7 @@ fn privileged_pod_is_denied_by_a_policy_server_configured_by_the_controller() {
     let id = format!("clusterwide-{cap}");
     let object = format!("policy-server-{ps}");
     let webhook_name = format!("{id}.policies.portcullis.dev");
-    let (webhook_port, readiness_port) = loop {
-        let (a, b) = (free_port(), free_port());
-        if a != b {
-            break (a, b);
-        }
-    };
+    let (webhook_port, readiness_port) = free_ports();
 
     let dir = target_dir().join(format!("seed-journey-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -223,7 +152,7 @@ spec:
         k.get_json(Some(&ctl), "configmap", &object)
             .filter(|cm| jstr(cm, "/data/policies.yml").contains(&id))
     });
-    let secret = eventually("the serving-certificate Secret", TIMEOUT, || {
+    let _serving_secret = eventually("the serving-certificate Secret", TIMEOUT, || {
         k.get_json(Some(&ctl), "secret", &object).filter(|s| {
             !jstr(s, "/data/tls.crt").is_empty() && !jstr(s, "/data/tls.key").is_empty()
         })
@@ -298,88 +227,18 @@ spec:
         .iter()
         .map(|v| (jstr(v, "/name").to_string(), v.clone()))
         .collect();
-    let root = dir.join("pod");
-    let mut mounts = Vec::new();
-    let mut config_dir = None;
-    for mount in container["volumeMounts"].as_array().expect("volumeMounts") {
-        let mount_path = jstr(mount, "/mountPath").to_string();
-        let local = root.join(mount_path.trim_start_matches('/'));
-        let volume = &volumes[jstr(mount, "/name")];
+    for volume in volumes.values() {
         if volume.get("configMap").is_some() {
             assert_eq!(jstr(volume, "/configMap/name"), object);
-            kubelet_write(&local, 1, &volume_files(&configmap, false));
-            config_dir = Some(local.clone());
         } else if volume.get("secret").is_some() {
             assert_eq!(jstr(volume, "/secret/secretName"), object);
-            kubelet_write(&local, 1, &volume_files(&secret, true));
         } else {
             assert!(volume.get("emptyDir").is_some(), "volume {volume}");
-            std::fs::create_dir_all(&local).expect("emptyDir");
         }
-        mounts.push((mount_path, local));
     }
-    let config_dir = config_dir.expect("a ConfigMap volume");
-    // Longest mount path first, so `/a/b` wins over `/a`.
-    mounts.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
-    let remap = |value: &str| -> String {
-        for (mount_path, local) in &mounts {
-            if let Some(rest) = value.strip_prefix(mount_path.as_str())
-                && (rest.is_empty() || rest.starts_with('/'))
-            {
-                return format!("{}{rest}", local.display());
-            }
-        }
-        value.to_string()
-    };
-    let pod_env: BTreeMap<String, String> =
-        env.iter().map(|(k, v)| (k.clone(), remap(v))).collect();
-
     // The policy-server, as the container would run it.
-    let bin = ps_support::binary_path().expect("policy-server binary");
-    let spawn_server = |log_name: &str| -> Proc {
-        Proc::spawn(
-            "policy-server",
-            Command::new(&bin)
-                .envs(&pod_env)
-                .arg("--policies")
-                .arg(&pod_env["PORTCULLIS_POLICIES"])
-                .arg("--cert-file")
-                .arg(&pod_env["PORTCULLIS_CERT_FILE"])
-                .arg("--key-file")
-                .arg(&pod_env["PORTCULLIS_KEY_FILE"])
-                .args(["--addr", "127.0.0.1"])
-                .args(["--port", &pod_env["PORTCULLIS_PORT"]])
-                .args([
-                    "--readiness-probe-port",
-                    &pod_env["PORTCULLIS_READINESS_PROBE_PORT"],
-                ])
-                .args(["--log-fmt", "json", "--log-level", "info"])
-                .arg("--compiled-cache-dir")
-                .arg(target_dir().join("test-compiled-cache")),
-            dir.join(log_name),
-        )
-    };
-    let mut server = spawn_server("policy-server.log");
-    let report = e2e::eventually(
-        "the policy-server to serve the ConfigMap's policies.yml",
-        TIMEOUT,
-        || {
-            if !server.is_running() {
-                panic!("policy-server exited:\n{}", server.log_tail(40));
-            }
-            let report = readiness(readiness_port).ok_or("no /readiness answer")?;
-            // `ready` follows the load by a moment (the listeners start
-            // after the policies are loaded), so it is part of the wait.
-            if report["configDigest"] == json!(digest)
-                && report["policies"][&id]["state"] == "loaded"
-                && report["ready"] == true
-            {
-                Ok(report)
-            } else {
-                Err(report.to_string())
-            }
-        },
-    );
+    let mut pod_sim = SimulatedPod::start(&k, &ctl, &deployment, &dir);
+    let report = pod_sim.wait_serving(&digest, &[&id], TIMEOUT);
     assert_eq!(report["ready"], true, "{report}");
 
     // 3. The Service reaches the policy-server; the Pod is Ready at 127.0.0.1.
@@ -397,18 +256,7 @@ spec:
     });
     assert_eq!(pods.len(), 1, "replicas: 1 → {pods:?}");
     // What the kubelet would report once the container passes its probe.
-    let mark_ready = |pod: &str| {
-        k.ok(&[
-            "-n",
-            &ctl,
-            "patch",
-            pod,
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            r#"{"status":{"phase":"Running","podIP":"127.0.0.1","podIPs":[{"ip":"127.0.0.1"}],"conditions":[{"type":"Ready","status":"True"},{"type":"ContainersReady","status":"True"}]}}"#,
-        ])
-    };
+    let mark_ready = |pod: &str| mark_ready(&k, &ctl, pod);
     let pod = pods[0].clone();
     mark_ready(&pod);
     let pod_uid = k.ok(&["-n", &ctl, "get", &pod, "-o", "jsonpath={.metadata.uid}"]);
@@ -463,7 +311,8 @@ spec:
         },
     );
     // The kubelet's ConfigMap volume update.
-    kubelet_write(&config_dir, 2, &volume_files(&configmap2, false));
+    pod_sim.update_config(&configmap2);
+    let server = &mut pod_sim.server;
     e2e::eventually("the policy-server to reload", TIMEOUT, || {
         if !server.is_running() {
             panic!("policy-server exited:\n{}", server.log_tail(40));
@@ -487,7 +336,10 @@ spec:
         &e2e::privileged_pod("privileged-2", &apps),
         e2e::PRIVILEGED_DENIAL,
     );
-    assert!(server.is_running(), "the policy-server was not restarted");
+    assert!(
+        pod_sim.server.is_running(),
+        "the policy-server was not restarted"
+    );
     let deployment2 = k
         .get_json(Some(&ctl), "deployment", &object)
         .expect("deployment");
@@ -566,8 +418,8 @@ spec:
     );
     // The new container replaces the old process (one address stands in for
     // both Pods here) and serves the same configuration; its Pod turns Ready.
-    server.kill();
-    let mut upgraded = spawn_server("policy-server-upgraded.log");
+    pod_sim.restart("policy-server-upgraded.log");
+    let upgraded = &mut pod_sim.server;
     e2e::eventually("the upgraded policy-server to serve", TIMEOUT, || {
         if !upgraded.is_running() {
             panic!("policy-server exited:\n{}", upgraded.log_tail(40));

@@ -3,12 +3,11 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
+use portcullis_telemetry::metrics::{HistogramFamily, MetricsRegistry, histogram_family};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
 
 use crate::policy_set::{PolicySet, PolicyState};
 
@@ -49,10 +48,11 @@ struct ResultLabels {
 }
 
 /// Every metric the server exports.
+#[derive(Debug)]
 pub struct Metrics {
-    registry: Registry,
+    registry: MetricsRegistry,
     evaluations: Family<EvaluationLabels, Counter>,
-    durations: Family<EvaluationLabels, Histogram>,
+    durations: HistogramFamily<EvaluationLabels>,
     policy_loaded: Family<PolicyLabels, Gauge>,
     load_errors: Gauge,
     policy_reloads: Family<ResultLabels, Counter>,
@@ -61,12 +61,6 @@ pub struct Metrics {
     saturation_rejections: Counter,
     // Serialises policy-gauge rewrites so two reloads cannot interleave.
     policy_gauge_lock: Mutex<()>,
-}
-
-impl std::fmt::Debug for Metrics {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Metrics").finish_non_exhaustive()
-    }
 }
 
 impl Default for Metrics {
@@ -78,11 +72,9 @@ impl Default for Metrics {
 impl Metrics {
     /// Creates and registers every metric.
     pub fn new() -> Self {
-        let mut registry = Registry::default();
+        let mut registry = MetricsRegistry::new();
         let evaluations = Family::<EvaluationLabels, Counter>::default();
-        let durations = Family::<EvaluationLabels, Histogram>::new_with_constructor(
-            (|| Histogram::new(DURATION_BUCKETS)) as fn() -> Histogram,
-        );
+        let durations = histogram_family(&DURATION_BUCKETS);
         let policy_loaded = Family::<PolicyLabels, Gauge>::default();
         let load_errors = Gauge::default();
         let policy_reloads = Family::<ResultLabels, Counter>::default();
@@ -201,9 +193,7 @@ impl Metrics {
 
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
-        let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
-        Ok(out)
+        self.registry.encode()
     }
 }
 

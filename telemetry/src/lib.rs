@@ -1,4 +1,4 @@
-//! Logging and trace export for the Portcullis binaries (`policy-server`,
+//! Logging, trace export and metrics scaffolding for the Portcullis binaries (`policy-server`,
 //! `portcullis-controller`, `portcullis`): one place that installs the
 //! global `tracing` subscriber.
 //!
@@ -13,6 +13,10 @@
 //! URL, wins), `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_EXPORTER_OTLP_TIMEOUT`,
 //! `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER(_ARG)`
 //! and `OTEL_BSP_*`.
+//!
+//! [`metrics`] holds the Prometheus scaffolding both servers share.
+
+pub mod metrics;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -31,6 +31,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(120);
 /// A running control plane. See the module docs.
 #[derive(Debug)]
 pub struct ControlPlane {
+    apiserver_args: Vec<String>,
     state_dir: PathBuf,
     kubeconfig: PathBuf,
     audit_log: PathBuf,
@@ -44,10 +45,27 @@ impl ControlPlane {
     /// The control plane of this test binary, started on first call (takes a few
     /// seconds). Panics with an explanation if it cannot start.
     pub fn shared() -> &'static ControlPlane {
-        SHARED.get_or_init(|| match Self::start() {
+        SHARED.get_or_init(|| Self::start_or_panic(&[]))
+    }
+
+    /// Like [`ControlPlane::shared`], with extra kube-apiserver flags (e.g.
+    /// `--admission-control-config-file=...`). Call it before anything else
+    /// starts the control plane of the test binary; panics if that control
+    /// plane was started with other flags.
+    pub fn shared_with_apiserver_args(args: &[String]) -> &'static ControlPlane {
+        let cp = SHARED.get_or_init(|| Self::start_or_panic(args));
+        assert_eq!(
+            cp.apiserver_args, args,
+            "this test binary's control plane was started with other kube-apiserver flags"
+        );
+        cp
+    }
+
+    fn start_or_panic(apiserver_args: &[String]) -> ControlPlane {
+        match Self::start(apiserver_args) {
             Ok(cp) => cp,
             Err(e) => panic!("cannot start the test control plane: {e:#}"),
-        })
+        }
     }
 
     /// Path of the harness binary: `$PORTCULLIS_CONTROL_PLANE_BIN`, else
@@ -62,7 +80,7 @@ impl ControlPlane {
         home.join(".cache/portcullis/bin/control-plane")
     }
 
-    fn start() -> Result<ControlPlane> {
+    fn start(apiserver_args: &[String]) -> Result<ControlPlane> {
         let bin = Self::binary_path();
         if !bin.is_file() {
             bail!(
@@ -89,6 +107,11 @@ impl ControlPlane {
             .args(["--port", "0", "--exit-with-parent"])
             .arg("--audit-log")
             .arg(&audit_log)
+            .args(
+                apiserver_args
+                    .iter()
+                    .map(|a| format!("--apiserver-arg={a}")),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             // Only fatal start-up errors go here; the rest is in control-plane.log.
@@ -106,6 +129,7 @@ impl ControlPlane {
                 let server = url.trim().to_string();
                 if !server.is_empty() {
                     return Ok(ControlPlane {
+                        apiserver_args: apiserver_args.to_vec(),
                         kubeconfig: state_dir.join("kubeconfig"),
                         state_dir,
                         audit_log,

@@ -185,7 +185,7 @@ fn charts_lint() {
 }
 
 #[test]
-fn crds_chart_renders_the_three_crds() {
+fn crds_chart_renders_the_five_crds() {
     let docs = parse(&render("portcullis-crds", "portcullis", &[]));
     let names: BTreeSet<_> = docs
         .iter()
@@ -198,25 +198,39 @@ fn crds_chart_renders_the_three_crds() {
         names,
         BTreeSet::from([
             "admissionpolicies.policies.portcullis.dev".to_string(),
+            "admissionpolicygroups.policies.portcullis.dev".to_string(),
             "clusteradmissionpolicies.policies.portcullis.dev".to_string(),
+            "clusteradmissionpolicygroups.policies.portcullis.dev".to_string(),
             "policyservers.policies.portcullis.dev".to_string(),
         ])
     );
 }
 
 /// Cluster-wide permissions: only what cannot be namespaced.
-const CLUSTER_RESOURCES: [&str; 11] = [
+const CLUSTER_RESOURCES: [&str; 21] = [
     "policyservers",
     "clusteradmissionpolicies",
     "admissionpolicies",
+    "clusteradmissionpolicygroups",
+    "admissionpolicygroups",
     "policyservers/status",
     "clusteradmissionpolicies/status",
     "admissionpolicies/status",
+    "clusteradmissionpolicygroups/status",
+    "admissionpolicygroups/status",
     "policyservers/finalizers",
     "clusteradmissionpolicies/finalizers",
     "admissionpolicies/finalizers",
+    "clusteradmissionpolicygroups/finalizers",
+    "admissionpolicygroups/finalizers",
     "validatingwebhookconfigurations",
     "mutatingwebhookconfigurations",
+    // The grants of context-aware policies (ClusterRoles, and Roles in the
+    // namespaces of namespaced policies).
+    "clusterroles",
+    "roles",
+    "clusterrolebindings",
+    "rolebindings",
 ];
 
 fn assert_rbac(docs: &[Value], namespace: &str) {
@@ -263,6 +277,7 @@ fn assert_rbac(docs: &[Value], namespace: &str) {
         ("", "secrets"),
         ("", "configmaps"),
         ("", "services"),
+        ("", "serviceaccounts"),
         ("apps", "deployments"),
         ("policy", "poddisruptionbudgets"),
     ] {
@@ -276,9 +291,10 @@ fn assert_rbac(docs: &[Value], namespace: &str) {
             );
         }
     }
+    // Pods are watched: the controller caches them (readiness of the replicas).
     assert_eq!(
         grants("", "pods"),
-        vec!["get".to_string(), "list".to_string()]
+        vec!["get".to_string(), "list".to_string(), "watch".to_string()]
     );
     // Leader election: the Lease in the controller's namespace only (no
     // ClusterRole may grant leases: see CLUSTER_RESOURCES).

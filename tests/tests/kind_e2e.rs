@@ -327,7 +327,7 @@ impl PolicyGuard {
     fn id(&self) -> String {
         match self.kind {
             PolicyKind::Cluster => format!("clusterwide-{}", self.name),
-            PolicyKind::Namespaced => format!("namespaced-{}-{}", self.namespace, self.name),
+            PolicyKind::Namespaced => format!("namespaced-{}.{}", self.namespace, self.name),
         }
     }
 

@@ -2,6 +2,10 @@
 
 #![allow(dead_code)]
 
+pub mod pod;
+pub mod registry;
+pub mod world;
+
 use std::fs::File;
 use std::io::Read as _;
 use std::net::SocketAddr;
@@ -40,7 +44,12 @@ pub fn control_plane() -> &'static ControlPlane {
                 names.push(stem);
             }
         }
-        assert_eq!(names.len(), 3, "expected 3 CRD files in {}", dir.display());
+        assert_eq!(
+            names.len(),
+            portcullis_controller::crd::crds().len(),
+            "expected one CRD file per CRD in {}",
+            dir.display()
+        );
         for name in names {
             cp.kubectl_ok(&[
                 "wait",

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
-use axum::http::{Method, StatusCode, Uri, header};
+use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Serialize;
@@ -210,15 +210,7 @@ pub(crate) async fn livez() -> Response {
 /// `GET /metrics`: Prometheus/OpenMetrics text.
 pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     match state.metrics.encode() {
-        Ok(text) => (
-            StatusCode::OK,
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            text,
-        )
-            .into_response(),
+        Ok(text) => portcullis_telemetry::metrics::metrics_response(Ok(text)).into_response(),
         Err(e) => ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("cannot encode metrics: {e}"),
