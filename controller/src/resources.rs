@@ -118,6 +118,8 @@ pub fn sources_config(server: &PolicyServerSpec) -> Option<SourcesConfig> {
                 (host, certs)
             })
             .collect(),
+        // Filled from `spec.allowedModuleSources` by the controller's owner.
+        allowed_module_sources: None,
     })
 }
 
