@@ -19,18 +19,28 @@ demo: policies build
     scripts/demo.sh
 
 # The whole test suite: unit, integration, end-to-end against a real kube-apiserver, and lints.
-test: policies go-tools lint
+test: policies go-tools lint test-policies
     cargo test --workspace --no-fail-fast
     scripts/kind.sh test
+
+# Unit tests of the sample policies' workspace (a separate cargo workspace), on the host.
+test-policies:
+    CARGO_TARGET_DIR="${PORTCULLIS_WASM_TARGET_DIR:-target/wasm}" \
+        cargo test --manifest-path sample-policies/Cargo.toml --workspace
 
 # Build the Go test binaries: the OCI registry, the control-plane harness and helm.
 go-tools:
     scripts/go-tools.sh registry control-plane helm
 
-# rustfmt and clippy, warnings as errors.
-lint:
+# rustfmt and clippy, warnings as errors; the sample policies on their wasm targets too.
+lint: lint-policies
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
+
+# rustfmt and clippy of the sample policies, on the wasm target each one is built for.
+lint-policies:
+    cargo fmt --manifest-path sample-policies/Cargo.toml --all -- --check
+    scripts/build-policies.sh --clippy
 
 # Criterion benchmarks of one evaluation, per ABI and allocator.
 bench: policies

@@ -13,7 +13,8 @@
 #   4. a 20-policy configuration: time to ready and idle RSS (cold compiled cache);
 #   5. a restart of the same configuration with the compiled cache warm: time to ready.
 # Needs: cargo, openssl, wrk, curl; the sample policies in target/policies
-# (scripts/build-policies.sh).
+# (scripts/build-policies.sh). POLICY_SERVER_BIN=path measures that binary
+# instead of building one (to compare two builds on the same machine).
 set -euo pipefail
 
 DURATION="${1:-15}"
@@ -38,9 +39,13 @@ for m in pod-privileged-wapc pod-privileged-component default-labels-wapc defaul
   [[ -f "$POLICIES/$m.wasm" ]] || { echo "missing $POLICIES/$m.wasm: run scripts/build-policies.sh" >&2; exit 1; }
 done
 
-echo "building release policy-server..." >&2
-cargo build --release --quiet -p portcullis-host --bin policy-server --manifest-path "$ROOT/Cargo.toml"
-BIN="$ROOT/target/release/policy-server"
+if [[ -n "${POLICY_SERVER_BIN:-}" ]]; then
+  BIN="$POLICY_SERVER_BIN"
+else
+  echo "building release policy-server..." >&2
+  cargo build --release --quiet -p portcullis-host --bin policy-server --manifest-path "$ROOT/Cargo.toml"
+  BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/policy-server"
+fi
 
 # --- certificates -----------------------------------------------------------
 openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj "/CN=bench CA" \

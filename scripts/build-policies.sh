@@ -2,6 +2,11 @@
 # Build the sample and test policies under sample-policies/ to WebAssembly and
 # copy them to <repo>/target/policies/NAME.wasm.
 #
+#   scripts/build-policies.sh           build and copy
+#   scripts/build-policies.sh --clippy  instead, run clippy (warnings as errors,
+#                                       tests included) on each crate for the
+#                                       target it is built for
+#
 #   waPC guests (Kubewarden protocol)      -> wasm32-wasip1 core modules
 #   component guests (portcullis:policy)   -> wasm32-wasip2 components
 #   Python guests (componentize-py)        -> components
@@ -39,6 +44,22 @@ if command -v rustup >/dev/null 2>&1; then
             exit 1
         fi
     done
+fi
+
+if [[ "${1:-}" == "--clippy" ]]; then
+    clippy() {
+        local target="$1"
+        shift
+        local args=(-p policy-common)
+        for crate in "$@"; do
+            args+=(-p "$crate")
+        done
+        echo "==> cargo clippy --target $target --all-targets ${args[*]}" >&2
+        "$cargo" clippy --manifest-path "$manifest" --target "$target" --all-targets "${args[@]}" -- -D warnings
+    }
+    clippy wasm32-wasip1 "${wasip1_crates[@]}"
+    clippy wasm32-wasip2 "${wasip2_crates[@]}"
+    exit 0
 fi
 
 build() {

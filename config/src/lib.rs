@@ -4,14 +4,19 @@
 //! - [`policies`]: `policies.yml`, the policy id → policy (or policy group) map
 //!   in the Kubewarden format.
 //! - [`sources`]: `sources.yml`, insecure registries and custom certificate
-//!   authorities for module downloads.
+//!   authorities for module downloads, and where modules may come from
+//!   ([`module_sources`]).
 //!
 //! Both files are accepted as YAML or JSON; unknown keys are ignored so that
 //! a newer controller can write fields an older server does not know yet.
 
+pub mod module_sources;
 pub mod policies;
 pub mod sources;
 
+pub use module_sources::{
+    ModuleLocation, ModuleSourceAllowList, ModuleSourcePattern, SourceScheme,
+};
 pub use policies::{
     ContextAwareResource, LenientPolicies, PoliciesConfig, PolicyConfig, PolicyEntry,
     PolicyGroupConfig, PolicyGroupMember, PolicyMode, content_digest,

@@ -1,11 +1,13 @@
 //! `sources.yml`: registries that may be reached without TLS verification and
-//! custom certificate authorities per registry (Kubewarden format).
+//! custom certificate authorities per registry (Kubewarden format), and the
+//! Portcullis extension `allowed_module_sources` ([`crate::module_sources`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::module_sources::ModuleSourceAllowList;
 use crate::{ConfigError, parse_document};
 
 /// The contents of `sources.yml`.
@@ -49,7 +51,24 @@ impl SourcesConfig {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self::default());
         }
-        parse_document("sources file", bytes)
+        let sources: Self = parse_document("sources file", bytes)?;
+        // A bad pattern fails the whole file, like any other syntax error:
+        // silently dropping an allow-list entry would change what is allowed.
+        sources.allow_list()?;
+        Ok(sources)
+    }
+
+    /// The parsed `allowed_module_sources`; `None` when absent (everything
+    /// is allowed).
+    pub fn allow_list(&self) -> Result<Option<ModuleSourceAllowList>, ConfigError> {
+        self.allowed_module_sources
+            .as_deref()
+            .map(ModuleSourceAllowList::parse)
+            .transpose()
+            .map_err(|reason| ConfigError::Parse {
+                what: "sources file",
+                reason,
+            })
     }
 
     /// Reads and parses a `sources.yml` file.
@@ -106,6 +125,23 @@ source_authorities:
         assert_eq!(
             SourcesConfig::from_slice(b"\n").unwrap(),
             SourcesConfig::default()
+        );
+    }
+
+    #[test]
+    fn allowed_module_sources_are_parsed_and_checked() {
+        let sources = SourcesConfig::from_slice(
+            b"allowed_module_sources:\n  - registry://ghcr.io/acme/\n  - https://policies.example.com/\n",
+        )
+        .unwrap();
+        assert_eq!(sources.allow_list().unwrap().unwrap().patterns().len(), 2);
+        assert!(SourcesConfig::default().allow_list().unwrap().is_none());
+        let err = SourcesConfig::from_slice(b"allowed_module_sources: [\"ghcr.io/acme\"]")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("sources file") && err.contains("allowed_module_sources[0]"),
+            "{err}"
         );
     }
 

@@ -51,9 +51,23 @@ pub struct PolicyServerArgs {
     /// Docker config.json with registry credentials.
     #[arg(long, env = "PORTCULLIS_DOCKER_CONFIG_JSON_PATH")]
     pub docker_config_json_path: Option<PathBuf>,
-    /// Maximum concurrent evaluations [default: number of CPUs].
+    /// Evaluation slots: evaluations started at once [default: number of CPUs].
     #[arg(long, env = "PORTCULLIS_WORKERS")]
     pub workers: Option<usize>,
+    /// Most evaluations of one policy in flight [default: --workers].
+    #[arg(long, env = "PORTCULLIS_MAX_WORKERS_PER_POLICY", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_workers_per_policy: Option<u32>,
+    /// Most /audit evaluations in flight [default: half of --workers, at least 1].
+    #[arg(long, env = "PORTCULLIS_MAX_AUDIT_WORKERS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_audit_workers: Option<u32>,
+    /// Places in the slow lane, which takes evaluations running longer than
+    /// --slow-evaluation-threshold so that they give their worker back; 0
+    /// disables it [default: --workers].
+    #[arg(long, env = "PORTCULLIS_MAX_SLOW_EVALUATIONS")]
+    pub max_slow_evaluations: Option<u32>,
+    /// How long an evaluation runs before it moves to the slow lane.
+    #[arg(long, env = "PORTCULLIS_SLOW_EVALUATION_THRESHOLD", default_value = "100ms", value_parser = parse_duration)]
+    pub slow_evaluation_threshold: Duration,
     /// Evaluation deadline of policies without timeoutEvalSeconds (e.g. 2, 2s, 500ms).
     #[arg(long, env = "PORTCULLIS_POLICY_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     pub policy_timeout: Duration,
@@ -66,9 +80,20 @@ pub struct PolicyServerArgs {
     /// How long open connections may take to finish after SIGTERM.
     #[arg(long, env = "PORTCULLIS_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
-    /// Largest accepted request body, in bytes.
+    /// Largest accepted request body, in bytes (also the largest JSON patch a
+    /// mutation may produce).
     #[arg(long, env = "PORTCULLIS_MAX_BODY_BYTES", default_value_t = 3 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Time a client has to finish the TLS handshake, and to send a
+    /// request's headers.
+    #[arg(long, env = "PORTCULLIS_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight for this long is closed.
+    #[arg(long, env = "PORTCULLIS_KEEP_ALIVE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub keep_alive_timeout: Duration,
+    /// Most open connections on the webhook port (more wait to be accepted).
+    #[arg(long, env = "PORTCULLIS_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
     /// Requests from this namespace are allowed without evaluation
     /// (set it to the policy-server's own namespace).
     #[arg(long, env = "PORTCULLIS_ALWAYS_ACCEPT_ADMISSION_REVIEWS_ON_NAMESPACE")]
@@ -109,11 +134,18 @@ impl PolicyServerArgs {
             sources_path: self.sources_path.clone(),
             docker_config_json_path: self.docker_config_json_path.clone(),
             workers: self.workers.unwrap_or_else(default_workers),
+            max_workers_per_policy: self.max_workers_per_policy.map(to_usize),
+            max_audit_workers: self.max_audit_workers.map(to_usize),
+            max_slow_evaluations: self.max_slow_evaluations.map(to_usize),
+            slow_evaluation_threshold: self.slow_evaluation_threshold,
             policy_timeout: self.policy_timeout,
             queue_timeout: self.queue_timeout,
             request_timeout: self.request_timeout,
             shutdown_timeout: self.shutdown_timeout,
             max_body_bytes: self.max_body_bytes,
+            header_read_timeout: self.header_read_timeout,
+            keep_alive_timeout: self.keep_alive_timeout,
+            max_connections: to_usize(self.max_connections),
             always_accept_namespace: self.always_accept_admission_reviews_on_namespace.clone(),
             fail_fast: self.fail_fast,
             compiled_cache_dir: self.compiled_cache_dir.clone(),
@@ -121,6 +153,10 @@ impl PolicyServerArgs {
             ..ServerConfig::default()
         }
     }
+}
+
+fn to_usize(n: u32) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
 }
 
 /// Parses `500ms`, `2s`, `1m` or a bare number of seconds (`2`, `0.5`).
@@ -170,6 +206,32 @@ mod tests {
         assert_eq!(config.policy_timeout, Duration::from_secs(2));
         assert_eq!(config.max_body_bytes, 3 * 1024 * 1024);
         assert!(config.tls.is_none());
+        assert_eq!(config.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(config.keep_alive_timeout, Duration::from_secs(60));
+        assert_eq!(config.max_connections, 1024);
+
+        let args = PolicyServerArgs::try_parse_from([
+            "policy-server",
+            "--workers=4",
+            "--max-workers-per-policy=2",
+            "--max-slow-evaluations=0",
+            "--slow-evaluation-threshold=250ms",
+        ])
+        .unwrap();
+        let scheduler = args.to_server_config().scheduler_config();
+        assert_eq!(
+            (
+                scheduler.workers,
+                scheduler.max_per_policy,
+                scheduler.max_audit
+            ),
+            (4, 2, 2)
+        );
+        assert_eq!(scheduler.max_slow, 0);
+        assert_eq!(scheduler.slow_after, Duration::from_millis(250));
+        assert!(
+            PolicyServerArgs::try_parse_from(["policy-server", "--max-audit-workers=0"]).is_err()
+        );
 
         let args = PolicyServerArgs::try_parse_from([
             "policy-server",

@@ -1,6 +1,6 @@
 //! The admission service: look up the policy in the current snapshot,
-//! wait for a worker, evaluate on a blocking thread, build the response and
-//! record metrics.
+//! wait for a worker ([`crate::scheduler`]), evaluate on an evaluation
+//! thread, build the (capped) response and record metrics.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -11,16 +11,17 @@ use axum::http::StatusCode;
 use portcullis_adapters::{PolicyRequest, ValidationResponse};
 use portcullis_config::PolicyMode;
 use serde_json::Value;
-use tokio::sync::Semaphore;
-use tracing::{Instrument, debug, warn};
+use tracing::{debug, warn};
 
+use crate::admission::limits::{MAX_MESSAGE_BYTES, cap_verdict};
 use crate::admission::{
-    AdmissionResponse, PolicyBehaviour, build_admission_response, evaluation_error_response,
-    post_process,
+    AdmissionResponse, PolicyBehaviour, ResponseLimits, build_admission_response_limited,
+    cap_response, cap_text, evaluation_error_response, post_process,
 };
 use crate::http::ApiError;
-use crate::metrics::{EvaluationLabels, Metrics};
+use crate::metrics::{EvaluationLabels, Metrics, labels};
 use crate::policy_set::{PolicySet, PolicyState};
+use crate::scheduler::{RequestClass, ScheduleError, Scheduler};
 
 /// Which endpoint a request came through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,52 +34,70 @@ pub enum Endpoint {
     ValidateRaw,
 }
 
+impl Endpoint {
+    /// The `request_origin` metrics label.
+    pub fn origin(self) -> &'static str {
+        match self {
+            Self::Validate => "validate",
+            Self::Audit => "audit",
+            Self::ValidateRaw => "validate_raw",
+        }
+    }
+
+    /// Admission requests go before audit requests.
+    pub fn class(self) -> RequestClass {
+        match self {
+            Self::Validate | Self::ValidateRaw => RequestClass::Admission,
+            Self::Audit => RequestClass::Audit,
+        }
+    }
+}
+
 /// State shared by every request.
 pub struct AppState {
     /// The current policy set; swapped on reload.
     pub policies: Arc<ArcSwap<PolicySet>>,
     /// Metrics registry.
     pub metrics: Arc<Metrics>,
-    /// Bounds concurrent evaluations to `worker_count`.
-    pub workers: Arc<Semaphore>,
-    /// Size of the worker pool, for messages.
-    pub worker_count: usize,
-    /// How long a request may wait for a worker.
-    pub queue_timeout: Duration,
+    /// Shares the evaluation workers between policies and endpoints.
+    pub scheduler: Scheduler,
+    /// Caps on the responses built from verdicts.
+    pub response_limits: ResponseLimits,
+    /// Largest request body read.
+    pub max_body_bytes: usize,
+    /// Bytes of request bodies held at once.
+    pub(crate) body_budget: crate::http::body::BodyBudget,
     /// Requests from this namespace are allowed without evaluation.
     pub always_accept_namespace: Option<String>,
     /// Set once the initial policy set is loaded and the listener is up.
     pub ready: Arc<AtomicBool>,
 }
 
-/// Request facts used for metrics and logs.
+/// Request facts used for metrics and logs. The metric labels are reduced
+/// to bounded sets ([`labels`]).
 struct RequestFacts {
     uid: String,
-    operation: String,
-    resource_kind: String,
+    operation: &'static str,
+    resource_kind: &'static str,
     namespace: Option<String>,
 }
 
 impl RequestFacts {
     fn of(endpoint: Endpoint, request: &Value) -> Self {
-        let text = |pointer: &str| {
-            request
-                .pointer(pointer)
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        };
+        let text = |pointer: &str| request.pointer(pointer).and_then(Value::as_str);
+        let uid = text("/uid").unwrap_or_default().to_string();
         match endpoint {
             Endpoint::ValidateRaw => Self {
-                uid: text("/uid").unwrap_or_default(),
-                operation: "raw".into(),
-                resource_kind: String::new(),
+                uid,
+                operation: "raw",
+                resource_kind: "",
                 namespace: None,
             },
             Endpoint::Validate | Endpoint::Audit => Self {
-                uid: text("/uid").unwrap_or_default(),
-                operation: text("/operation").unwrap_or_default(),
-                resource_kind: text("/kind/kind").unwrap_or_default(),
-                namespace: text("/namespace"),
+                uid,
+                operation: labels::operation(text("/operation")),
+                resource_kind: labels::resource_kind(text("/kind/kind")),
+                namespace: text("/namespace").map(str::to_string),
             },
         }
     }
@@ -91,13 +110,14 @@ impl RequestFacts {
 /// Only an unknown policy or a saturated server is an `Err`; every policy
 /// failure (load error, timeout, trap, bad output) is an AdmissionResponse
 /// with `allowed: false` and code 500, so the API server gets a verdict.
+/// Every response is capped ([`crate::admission::limits`]).
 pub async fn evaluate(
     state: &AppState,
     id: &str,
     endpoint: Endpoint,
     request: Value,
 ) -> Result<AdmissionResponse, ApiError> {
-    let response = answer(state, id, endpoint, request).await?;
+    let response = cap_response(answer(state, id, endpoint, request).await?);
     let span = tracing::Span::current();
     span.record("allowed", response.allowed);
     span.record("mutated", response.patch.is_some());
@@ -122,8 +142,9 @@ async fn answer(
     let mut labels = EvaluationLabels {
         policy: id.to_string(),
         mode: policy.mode().unwrap_or_default().as_str().to_string(),
-        operation: facts.operation.clone(),
-        resource_kind: facts.resource_kind.clone(),
+        request_origin: endpoint.origin().to_string(),
+        operation: facts.operation.to_string(),
+        resource_kind: facts.resource_kind.to_string(),
         accepted: "false".into(),
         mutated: "false".into(),
         error: String::new(),
@@ -164,57 +185,47 @@ async fn answer(
         return Ok(AdmissionResponse::allow(facts.uid));
     }
 
-    let permit = match tokio::time::timeout(
-        state.queue_timeout,
-        Arc::clone(&state.workers).acquire_owned(),
-    )
-    .await
-    {
-        Ok(Ok(permit)) => permit,
-        Ok(Err(_closed)) => {
+    let blocking_policy = Arc::clone(&policy);
+    let metrics = Arc::clone(&state.metrics);
+    let span = tracing::Span::current();
+    let outcome = state
+        .scheduler
+        .run(id, endpoint.class(), move || {
+            let _span = span.entered();
+            let _in_flight = metrics.in_flight();
+            let started = Instant::now();
+            let policy_request = match endpoint {
+                Endpoint::ValidateRaw => PolicyRequest::Raw(request),
+                Endpoint::Validate | Endpoint::Audit => PolicyRequest::Admission(request),
+            };
+            let verdict = blocking_policy.module.validate(
+                &blocking_policy.eval_context(),
+                &policy_request,
+                &blocking_policy.settings,
+            );
+            let request = match policy_request {
+                PolicyRequest::Raw(v) | PolicyRequest::Admission(v) => v,
+            };
+            (verdict, request, started.elapsed())
+        })
+        .await;
+    let (outcome, elapsed) = match outcome {
+        Ok((verdict, request, elapsed)) => (Ok((verdict, request)), elapsed),
+        Err(ScheduleError::Panicked) => (Err(ScheduleError::Panicked), Duration::ZERO),
+        Err(error) => {
+            if let ScheduleError::Saturated { limit, waited, .. } = &error {
+                state
+                    .metrics
+                    .record_saturation_rejection(endpoint.origin(), limit.as_str());
+                warn!(policy_id = id, uid = %facts.uid, limit = limit.as_str(), ?waited,
+                    "rejected: no worker within the queue timeout");
+            }
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "the policy-server is shutting down",
-            ));
-        }
-        Err(_elapsed) => {
-            state.metrics.record_saturation_rejection();
-            warn!(policy_id = id, uid = %facts.uid, "rejected: all workers busy");
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "policy-server saturated: all {} workers stayed busy for {:?}; retry later",
-                    state.worker_count, state.queue_timeout
-                ),
+                error.to_string(),
             ));
         }
     };
-
-    let in_flight = state.metrics.in_flight();
-    let started = Instant::now();
-    let blocking_policy = Arc::clone(&policy);
-    let span = tracing::Span::current();
-    let outcome = tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        let _span = span.entered();
-        let policy_request = match endpoint {
-            Endpoint::ValidateRaw => PolicyRequest::Raw(request),
-            Endpoint::Validate | Endpoint::Audit => PolicyRequest::Admission(request),
-        };
-        let verdict = blocking_policy.module.validate(
-            &blocking_policy.eval_context(),
-            &policy_request,
-            &blocking_policy.settings,
-        );
-        let request = match policy_request {
-            PolicyRequest::Raw(v) | PolicyRequest::Admission(v) => v,
-        };
-        (verdict, request)
-    })
-    .instrument(tracing::Span::current())
-    .await;
-    let elapsed = started.elapsed();
-    drop(in_flight);
 
     let response = match outcome {
         Ok((Ok(verdict), request)) => {
@@ -224,18 +235,21 @@ async fn answer(
                 Endpoint::ValidateRaw => Some(&request),
                 Endpoint::Validate | Endpoint::Audit => request.get("object"),
             };
+            // Capped before it is logged: the log is bounded too.
+            let verdict = cap_verdict(verdict);
             log_verdict(id, &facts.uid, &verdict);
-            build_admission_response(&facts.uid, original, verdict)
+            build_admission_response_limited(&facts.uid, original, verdict, &state.response_limits)
         }
         Ok((Err(error), _)) => {
             labels.error = error.kind().into();
-            warn!(policy_id = id, uid = %facts.uid, error = %error, "policy evaluation failed");
-            evaluation_error_response(&facts.uid, id, &error.to_string())
+            let cause = cap_text(error.to_string(), MAX_MESSAGE_BYTES, "message");
+            warn!(policy_id = id, uid = %facts.uid, error = %cause, "policy evaluation failed");
+            evaluation_error_response(&facts.uid, id, &cause)
         }
-        Err(join_error) => {
+        Err(error) => {
             labels.error = "panic".into();
-            warn!(policy_id = id, uid = %facts.uid, error = %join_error, "policy evaluation task failed");
-            evaluation_error_response(&facts.uid, id, "the evaluation task failed unexpectedly")
+            warn!(policy_id = id, uid = %facts.uid, %error, "policy evaluation task failed");
+            evaluation_error_response(&facts.uid, id, &error.to_string())
         }
     };
     state.metrics.record_evaluation(&labels, elapsed);

@@ -3,8 +3,9 @@
 //! CLI shares with it.
 //!
 //! Request path: [`http`] (axum routes behind a TLS-swapping accept loop) →
-//! [`evaluation`] (snapshot lookup, worker semaphore, `spawn_blocking`) →
-//! the adapters crate → [`admission`] (JSONPatch, mode, message).
+//! [`evaluation`] (snapshot lookup) → [`scheduler`] (fair share of the
+//! workers, evaluation threads) → the adapters crate → [`admission`]
+//! (JSONPatch, mode, message, caps).
 //! [`policy_set`] holds the immutable policy snapshot that [`reload`] swaps.
 
 pub mod admission;
@@ -18,8 +19,11 @@ pub mod metrics;
 pub mod module_source;
 pub mod policy_set;
 mod reload;
+pub mod scheduler;
 pub mod server;
 pub mod server_config;
+#[cfg(test)]
+mod test_support;
 pub mod tls;
 pub mod watch;
 

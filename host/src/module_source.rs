@@ -14,6 +14,15 @@ pub struct ModuleBytes {
     pub digest: String,
 }
 
+/// Why a module could not be fetched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchFailure {
+    /// Safe to show to the policy's owner ([`FetchError::public_reason`]).
+    pub public: String,
+    /// Everything known, for the operator's log.
+    pub detail: String,
+}
+
 /// Fetches policy modules by URI (`file://`, `http(s)://`, `registry://`).
 #[derive(Debug, Clone)]
 pub struct ModuleSource {
@@ -26,13 +35,16 @@ impl ModuleSource {
         Self { fetcher }
     }
 
-    /// Fetches the module at `uri`; the error is a human-readable reason.
-    pub async fn fetch(&self, uri: &str) -> Result<ModuleBytes, String> {
+    /// Fetches the module at `uri`.
+    pub async fn fetch(&self, uri: &str) -> Result<ModuleBytes, FetchFailure> {
         let module = self
             .fetcher
             .fetch(uri)
             .await
-            .map_err(|e: FetchError| e.to_string())?;
+            .map_err(|e: FetchError| FetchFailure {
+                public: e.public_reason(),
+                detail: e.to_string(),
+            })?;
         Ok(ModuleBytes {
             bytes: module.bytes,
             digest: module.digest,

@@ -10,17 +10,20 @@ use arc_swap::ArcSwap;
 use portcullis_adapters::{AdapterError, EngineConfig, PolicyEngine};
 use portcullis_config::{ConfigError, PoliciesConfig, SourcesConfig};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use crate::admission::ResponseLimits;
 use crate::evaluation::AppState;
 use crate::fetch::{FetchConfig, FetchError, ModuleFetcher};
-use crate::http::{listener, router};
+use crate::http::listener::{self, ConnectionLimits};
+use crate::http::router;
 use crate::metrics::Metrics;
 use crate::module_source::ModuleSource;
 use crate::policy_set::{FailedPolicy, PolicyLoader, PolicySet};
 use crate::reload::{PolicyReloader, reload_tls};
+use crate::scheduler::Scheduler;
 use crate::server_config::ServerConfig;
 use crate::tls::{ReloadableTls, TlsError};
 use crate::watch::FileWatcher;
@@ -89,6 +92,11 @@ fn format_failures(failures: &[FailedPolicy]) -> String {
         .join("\n")
 }
 
+/// Connections of the probe listener (kubelet, Prometheus, the controller):
+/// its own budget, so that a flood on the webhook port does not fail the
+/// probes, and the other way round.
+const PROBE_MAX_CONNECTIONS: usize = 64;
+
 /// A started policy-server.
 pub struct RunningServer {
     addr: SocketAddr,
@@ -145,17 +153,26 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let metrics = Arc::new(Metrics::new());
     let policies = Arc::new(ArcSwap::from_pointee(PolicySet::default()));
     let ready = Arc::new(AtomicBool::new(false));
-    let workers = config.workers.max(1);
+    let scheduler = Scheduler::new(config.scheduler_config())
+        .map_err(|e| ServerError::Config(format!("cannot start the evaluation threads: {e}")))?;
     let state = Arc::new(AppState {
         policies: Arc::clone(&policies),
         metrics: Arc::clone(&metrics),
-        workers: Arc::new(Semaphore::new(workers)),
-        worker_count: workers,
-        queue_timeout: config.queue_timeout,
+        scheduler,
+        response_limits: ResponseLimits {
+            max_patch_bytes: config.max_body_bytes,
+        },
+        max_body_bytes: config.max_body_bytes,
+        body_budget: crate::http::body::BodyBudget::for_max_body(config.max_body_bytes),
         always_accept_namespace: config.always_accept_namespace.clone(),
         ready: Arc::clone(&ready),
     });
     let mut tasks = Vec::new();
+    let connection_limits = ConnectionLimits {
+        max_connections: config.max_connections,
+        header_read_timeout: config.header_read_timeout,
+        keep_alive_timeout: config.keep_alive_timeout,
+    };
 
     // The probe listener comes up first so that /livez answers and /readiness
     // says "not ready" while modules download and compile.
@@ -166,6 +183,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         readiness_listener,
         None,
         router::probe_router(Arc::clone(&state)),
+        ConnectionLimits {
+            max_connections: PROBE_MAX_CONNECTIONS,
+            ..connection_limits
+        },
         shutdown_rx.clone(),
         config.shutdown_timeout,
     )));
@@ -242,11 +263,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         "webhook",
         webhook_listener,
         tls.clone(),
-        router::webhook_router(
-            Arc::clone(&state),
-            config.max_body_bytes,
-            config.request_timeout,
-        ),
+        router::webhook_router(Arc::clone(&state), config.request_timeout),
+        connection_limits,
         shutdown_rx.clone(),
         config.shutdown_timeout,
     )));

@@ -4,6 +4,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::scheduler::SchedulerConfig;
 use crate::tls::TlsFiles;
 
 /// Everything [`crate::start`] needs to run a policy-server.
@@ -25,8 +26,16 @@ pub struct ServerConfig {
     pub sources_path: Option<PathBuf>,
     /// Docker `config.json` with registry credentials.
     pub docker_config_json_path: Option<PathBuf>,
-    /// Maximum concurrent evaluations.
+    /// Evaluation slots ([`crate::scheduler`]).
     pub workers: usize,
+    /// Most evaluations of one policy in flight; `None`: `workers`.
+    pub max_workers_per_policy: Option<usize>,
+    /// Most `/audit` evaluations in flight; `None`: half the workers (at least 1).
+    pub max_audit_workers: Option<usize>,
+    /// Places in the slow lane; `None`: `workers`; 0 disables it.
+    pub max_slow_evaluations: Option<usize>,
+    /// How long an evaluation runs before it moves to the slow lane.
+    pub slow_evaluation_threshold: Duration,
     /// Evaluation deadline of policies without `timeoutEvalSeconds`.
     pub policy_timeout: Duration,
     /// How long a request waits for a free worker before a 503.
@@ -35,8 +44,17 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// How long open connections may take to finish on shutdown.
     pub shutdown_timeout: Duration,
-    /// Largest accepted request body.
+    /// Largest accepted request body; also the cap of a mutation's JSON patch.
     pub max_body_bytes: usize,
+    /// Time a client has for the TLS handshake, and for the headers of a
+    /// request once it started sending them.
+    pub header_read_timeout: Duration,
+    /// A connection without a request in flight for this long is closed
+    /// (HTTP/1.1 keep-alive and idle HTTP/2 connections alike).
+    pub keep_alive_timeout: Duration,
+    /// Most open connections on the webhook listener; more wait in the
+    /// kernel's accept queue.
+    pub max_connections: usize,
     /// Requests from this namespace are always allowed without evaluation.
     pub always_accept_namespace: Option<String>,
     /// Refuse to start (or to apply a reload) when any policy fails to load.
@@ -64,11 +82,18 @@ impl Default for ServerConfig {
             sources_path: None,
             docker_config_json_path: None,
             workers: default_workers(),
+            max_workers_per_policy: None,
+            max_audit_workers: None,
+            max_slow_evaluations: None,
+            slow_evaluation_threshold: Duration::from_millis(100),
             policy_timeout: Duration::from_secs(2),
             queue_timeout: Duration::from_secs(1),
             request_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(20),
             max_body_bytes: 3 * 1024 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+            keep_alive_timeout: Duration::from_secs(60),
+            max_connections: 1024,
             always_accept_namespace: None,
             fail_fast: false,
             compiled_cache_dir: None,
@@ -80,6 +105,21 @@ impl Default for ServerConfig {
 }
 
 impl ServerConfig {
+    /// How the workers are shared, from the worker flags.
+    pub fn scheduler_config(&self) -> SchedulerConfig {
+        let defaults = SchedulerConfig::for_workers(self.workers);
+        SchedulerConfig {
+            max_per_policy: self
+                .max_workers_per_policy
+                .unwrap_or(defaults.max_per_policy),
+            max_audit: self.max_audit_workers.unwrap_or(defaults.max_audit),
+            max_slow: self.max_slow_evaluations.unwrap_or(defaults.max_slow),
+            slow_after: self.slow_evaluation_threshold,
+            queue_timeout: self.queue_timeout,
+            ..defaults
+        }
+    }
+
     /// The compiled-module cache directory in effect.
     pub fn effective_compiled_cache_dir(&self) -> PathBuf {
         self.compiled_cache_dir

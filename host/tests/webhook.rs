@@ -529,6 +529,8 @@ async fn saturated_workers_answer_503_after_the_queue_timeout() {
         tweak: Box::new(|c| {
             c.workers = 1;
             c.queue_timeout = Duration::from_millis(200);
+            // Without the slow lane the looper keeps its worker.
+            c.max_slow_evaluations = Some(0);
         }),
         ..Options::default()
     };
@@ -548,7 +550,9 @@ async fn saturated_workers_answer_503_after_the_queue_timeout() {
     );
     let (_, metrics) = server.probe("/metrics").await;
     assert!(
-        metrics.contains("portcullis_saturation_rejections_total 1"),
+        metrics.contains(
+            "portcullis_saturation_rejections_total{request_origin=\"validate\",limit=\"workers\"} 1"
+        ),
         "{metrics}"
     );
     server.stop().await;
@@ -592,7 +596,7 @@ async fn plain_http_probes_and_metrics() {
     let (status, body) = server.probe("/livez").await;
     assert_eq!((status, body.as_str()), (200, "{\"status\":\"ok\"}"));
     let (_, metrics) = server.probe("/metrics").await;
-    let line = "portcullis_policy_evaluations_total{policy=\"priv\",mode=\"protect\",operation=\"CREATE\",resource_kind=\"Pod\",accepted=\"false\",mutated=\"false\",error=\"\"} 3";
+    let line = "portcullis_policy_evaluations_total{policy=\"priv\",mode=\"protect\",request_origin=\"validate\",operation=\"CREATE\",resource_kind=\"Pod\",accepted=\"false\",mutated=\"false\",error=\"\"} 3";
     assert!(metrics.contains(line), "{metrics}");
     assert!(
         metrics.contains("portcullis_policy_evaluation_duration_seconds_bucket"),

@@ -309,7 +309,18 @@ impl PolicyServer {
     /// for `extra_sans`, and waits until `/readiness` answers 200 with every
     /// policy loaded.
     pub fn start(policies: &[Policy], extra_sans: &[String]) -> Result<PolicyServer> {
-        PolicyServer::launch(policies, extra_sans, &Launch::Binary(binary_path()?))
+        PolicyServer::start_with_args(policies, extra_sans, &[])
+    }
+
+    /// Like [`PolicyServer::start`], with extra command-line flags for the
+    /// server (e.g. `["--max-body-bytes", "65536"]`).
+    pub fn start_with_args(
+        policies: &[Policy],
+        extra_sans: &[String],
+        args: &[&str],
+    ) -> Result<PolicyServer> {
+        let how = Launch::Binary(binary_path()?);
+        PolicyServer::launch(policies, extra_sans, &how, args)
     }
 
     /// Like [`PolicyServer::start`], with the policy-server of the container
@@ -331,10 +342,16 @@ impl PolicyServer {
                 runtime: runtime.clone(),
                 image: image.to_string(),
             },
+            &[],
         )
     }
 
-    fn launch(policies: &[Policy], extra_sans: &[String], how: &Launch) -> Result<PolicyServer> {
+    fn launch(
+        policies: &[Policy],
+        extra_sans: &[String],
+        how: &Launch,
+        extra_args: &[&str],
+    ) -> Result<PolicyServer> {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let parent = target_dir().join("e2e");
@@ -390,6 +407,7 @@ impl PolicyServer {
         server_args.push("--key-file".into());
         server_args.push(key.into());
         server_args.extend(["--log-fmt", "json", "--log-level", "info"].map(OsString::from));
+        server_args.extend(extra_args.iter().map(OsString::from));
 
         let (mut cmd, container) = match how {
             Launch::Binary(bin) => {

@@ -20,8 +20,21 @@
 //! registry is down.
 //!
 //! Trust per host comes from `sources.yml` ([`SourcesConfig`]) and registry
-//! credentials from a Docker `config.json`.
+//! credentials from a Docker `config.json`. When `sources.yml` has
+//! `allowed_module_sources`, a URI outside it is refused before any I/O
+//! ([`FetchError::NotAllowed`]), and an `http(s)` download may only be
+//! redirected to an allowed place.
+//!
+//! Local files must be regular files (symlinks to one are fine) no larger
+//! than [`MAX_MODULE_BYTES`]: a device (`/dev/zero`), FIFO or directory is
+//! an error, never an endless read.
+//!
+//! Errors carry details for the operator's log; [`FetchError::public_reason`]
+//! is what may be shown to whoever owns the policy (its status, the
+//! readiness report, rejection messages): scheme, host and an error class,
+//! never a response body.
 
+mod allowed;
 mod docker_config;
 mod http;
 mod local;
@@ -35,6 +48,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use oci_client::Reference;
+use portcullis_config::ModuleSourceAllowList;
 pub use portcullis_config::SourcesConfig;
 
 pub use self::local::StoredPolicy;
@@ -136,6 +150,16 @@ pub enum FetchError {
         #[source]
         source: std::io::Error,
     },
+    /// The URI is outside `allowed_module_sources`.
+    #[error(
+        "module source {uri} is not allowed: it matches none of allowed_module_sources in sources.yml ({allowed})"
+    )]
+    NotAllowed {
+        /// The URI as given.
+        uri: String,
+        /// The patterns, comma-separated.
+        allowed: String,
+    },
     /// A plain-HTTP URL names a host that is not an insecure source.
     #[error(
         "refusing plain HTTP for {uri}: add {host:?} to insecure_sources in sources.yml to allow it"
@@ -154,6 +178,9 @@ pub enum FetchError {
         uri: String,
         /// The underlying error chain.
         reason: String,
+        /// What kind of failure, safe to show (`connection refused`,
+        /// `TLS error`, `HTTP 503 Service Unavailable`).
+        class: String,
     },
     /// A web server answered with a non-success status.
     #[error("cannot download {uri}: HTTP {status} {reason}")]
@@ -267,6 +294,119 @@ impl FetchError {
     }
 }
 
+impl FetchError {
+    /// The reason to show to whoever owns the policy: the source's scheme
+    /// and host (the path too for local files) and the kind of failure.
+    /// Unlike the `Display` text, it never holds what a registry or web
+    /// server answered (response bodies, registry error messages) nor the
+    /// URI's user, password, path or query.
+    pub fn public_reason(&self) -> String {
+        let (uri, class) = match self {
+            FetchError::InvalidUri { .. }
+            | FetchError::UnsupportedScheme { .. }
+            | FetchError::NotAllowed { .. }
+            | FetchError::InsecureNotAllowed { .. }
+            | FetchError::Config { .. } => return self.to_string(),
+            FetchError::File { uri, source } => (uri, source.to_string()),
+            FetchError::Unreachable { uri, class, .. } => (uri, class.clone()),
+            FetchError::HttpStatus { uri, status, .. } => (uri, http_class(*status)),
+            FetchError::NotFound { uri, .. } => (uri, "not found".to_owned()),
+            FetchError::Unauthorized { uri, .. } => (
+                uri,
+                "unauthorized (check the registry credentials)".to_owned(),
+            ),
+            FetchError::Registry { uri, .. } => (uri, "registry error".to_owned()),
+            FetchError::MediaType { uri, .. } => (
+                uri,
+                "not a policy module (unexpected layer media type)".to_owned(),
+            ),
+            FetchError::LayerCount { uri, count } => (
+                uri,
+                format!("not a policy module (expected one wasm layer, found {count})"),
+            ),
+            FetchError::NotWasm { uri } => (uri, "not a WebAssembly module".to_owned()),
+            FetchError::DigestMismatch { uri, .. } => (
+                uri,
+                "digest mismatch (content changed in transit)".to_owned(),
+            ),
+            FetchError::TooLarge { uri, limit } => {
+                (uri, format!("larger than the {limit}-byte module limit"))
+            }
+            FetchError::Store { .. } => return "the policy-server's module store failed".into(),
+            FetchError::Internal(_) => return "internal error while fetching the module".into(),
+        };
+        format!("{}: {class}", source_label(uri))
+    }
+}
+
+/// `HTTP 401 Unauthorized`.
+fn http_class(status: u16) -> String {
+    let reason = reqwest_oci::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    format!("HTTP {status} {reason}").trim_end().to_owned()
+}
+
+/// Where a URI points, without user, password, path or query: `registry://host:port`,
+/// `https://host`, `file:///path/module.wasm` (a local path is the operator's).
+pub fn source_label(uri: &str) -> String {
+    match parse_source(uri) {
+        Ok(Source::File(path)) => format!("file://{}", path.display()),
+        Ok(Source::Http(url)) => match http::host_key(&url) {
+            Some(host) => format!("{}://{host}", url.scheme()),
+            None => "the module source".to_owned(),
+        },
+        Ok(Source::Registry(reference)) => format!("registry://{}", reference.registry()),
+        Err(_) => "the module source".to_owned(),
+    }
+}
+
+/// What kind of transport failure `error` is, from its source chain:
+/// safe to show, unlike the messages themselves (which can hold URLs with
+/// query strings).
+pub(crate) fn transport_class(error: &(dyn std::error::Error + 'static)) -> String {
+    use std::io::ErrorKind;
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    let mut text = String::new();
+    while let Some(e) = current {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if let Some(inner) = io.get_ref()
+                && inner.downcast_ref::<rustls::Error>().is_some()
+            {
+                return "TLS error".to_owned();
+            }
+            match io.kind() {
+                ErrorKind::ConnectionRefused => return "connection refused".to_owned(),
+                ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted => {
+                    return "connection reset".to_owned();
+                }
+                ErrorKind::TimedOut => return "timed out".to_owned(),
+                ErrorKind::HostUnreachable | ErrorKind::NetworkUnreachable => {
+                    return "host unreachable".to_owned();
+                }
+                _ => {}
+            }
+        }
+        if e.downcast_ref::<rustls::Error>().is_some() {
+            return "TLS error".to_owned();
+        }
+        text.push_str(&e.to_string().to_ascii_lowercase());
+        text.push(' ');
+        current = e.source();
+    }
+    // Our own libraries' wording (not anything a server sent).
+    if text.contains("dns error") || text.contains("failed to lookup address") {
+        "DNS resolution failed".to_owned()
+    } else if text.contains("certificate") || text.contains("tls") {
+        "TLS error".to_owned()
+    } else if text.contains("timed out") || text.contains("timeout") {
+        "timed out".to_owned()
+    } else {
+        "connection failed".to_owned()
+    }
+}
+
 /// Formats an error with its whole `source()` chain: reqwest's top-level
 /// message ("error sending request") hides the useful part
 /// ("connection refused", "invalid peer certificate: UnknownIssuer").
@@ -356,6 +496,7 @@ fn check_wasm(uri: &str, bytes: &[u8]) -> Result<(), FetchError> {
 struct Inner {
     store: Store,
     sources: SourcesConfig,
+    allowed: Option<Arc<ModuleSourceAllowList>>,
     credentials: DockerCredentials,
     registries: registry::RegistryClients,
     http: http::HttpClients,
@@ -392,13 +533,23 @@ impl ModuleFetcher {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let store = Store::open(&config.download_dir)?;
         let credentials = DockerCredentials::load(config.docker_config.as_deref())?;
+        let allowed = config
+            .sources
+            .allow_list()
+            .map_err(|e| FetchError::Config {
+                what: "allowed_module_sources".to_owned(),
+                reason: e.to_string(),
+            })?
+            .map(Arc::new);
+        let allowed_for_redirects = allowed.clone();
         Ok(Self {
             inner: Arc::new(Inner {
                 store,
                 sources: config.sources,
+                allowed,
                 credentials,
                 registries: registry::RegistryClients::default(),
-                http: http::HttpClients::default(),
+                http: http::HttpClients::new(allowed_for_redirects),
                 progress: None,
             }),
         })
@@ -417,7 +568,11 @@ impl ModuleFetcher {
     /// bare `ghcr.io/...` reference) to wasm bytes, keeping a copy in the
     /// store keyed by sha256 digest. See the module docs for caching rules.
     pub async fn fetch(&self, uri: &str) -> Result<FetchedModule, FetchError> {
-        match parse_source(uri)? {
+        let source = parse_source(uri)?;
+        if let Some(allowed) = &self.inner.allowed {
+            allowed::check(allowed, uri, &source).await?;
+        }
+        match source {
             Source::File(path) => self.fetch_file(uri, &path).await,
             Source::Http(url) => self.fetch_http(uri, url).await,
             Source::Registry(reference) => self.fetch_registry(uri, &reference).await,
@@ -478,12 +633,10 @@ impl ModuleFetcher {
     }
 
     async fn fetch_file(&self, uri: &str, path: &Path) -> Result<FetchedModule, FetchError> {
-        let bytes = tokio::fs::read(path)
+        let owned = (uri.to_owned(), path.to_path_buf());
+        let bytes = tokio::task::spawn_blocking(move || read_module_file(&owned.0, &owned.1))
             .await
-            .map_err(|source| FetchError::File {
-                uri: uri.to_owned(),
-                source,
-            })?;
+            .map_err(|e| FetchError::Internal(format!("file read task failed: {e}")))??;
         check_wasm(uri, &bytes)?;
         let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         let source = Url::from_file_path(&absolute)
@@ -638,6 +791,59 @@ impl ModuleFetcher {
             tracing::warn!(source = %key, error = %e, "cannot update the module store index");
         }
     }
+}
+
+/// Reads a module file: a regular file (after following symlinks) of at most
+/// [`MAX_MODULE_BYTES`]. Opened non-blocking so that a FIFO does not wait for
+/// a writer; its type is checked on the opened file, so swapping the path
+/// between a check and the read changes nothing.
+fn read_module_file(uri: &str, path: &Path) -> Result<Vec<u8>, FetchError> {
+    use std::io::Read as _;
+    use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
+    let file_error = |source: std::io::Error| FetchError::File {
+        uri: uri.to_owned(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(file_error)?;
+    let metadata = file.metadata().map_err(file_error)?;
+    let file_type = metadata.file_type();
+    if !file_type.is_file() {
+        let what = if file_type.is_dir() {
+            "a directory"
+        } else if file_type.is_char_device() || file_type.is_block_device() {
+            "a device"
+        } else if file_type.is_fifo() {
+            "a FIFO"
+        } else if file_type.is_socket() {
+            "a socket"
+        } else {
+            "not a regular file"
+        };
+        return Err(file_error(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{what}: a module must be a regular file"),
+        )));
+    }
+    let too_large = || FetchError::TooLarge {
+        uri: uri.to_owned(),
+        limit: MAX_MODULE_BYTES,
+    };
+    if metadata.len() > MAX_MODULE_BYTES {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(metadata.len()).unwrap_or(0));
+    // The file may grow after the check: never read past the limit.
+    file.take(MAX_MODULE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(file_error)?;
+    if bytes.len() as u64 > MAX_MODULE_BYTES {
+        return Err(too_large());
+    }
+    Ok(bytes)
 }
 
 fn module(stored: StoredModule, source: String, manifest_digest: Option<String>) -> FetchedModule {

@@ -12,7 +12,7 @@ use portcullis_config::SourcesConfig;
 
 use super::{
     ACCEPTED_LAYER_MEDIA_TYPES, FetchError, MAX_MODULE_BYTES, USER_AGENT, WASM_CONFIG_MEDIA_TYPE,
-    WASM_LAYER_MEDIA_TYPE, error_chain, tls,
+    WASM_LAYER_MEDIA_TYPE, error_chain, http_class, tls, transport_class,
 };
 
 /// The `sources.yml` keys that may describe `reference`'s registry: the name
@@ -94,6 +94,7 @@ async fn probe_insecure(uri: &str, registry: &str) -> Result<ClientProtocol, Fet
             .build()
     };
     let mut last_error = String::new();
+    let mut last_class = String::from("connection failed");
     for (scheme, protocol) in [
         ("https", ClientProtocol::Https),
         ("http", ClientProtocol::Http),
@@ -112,12 +113,16 @@ async fn probe_insecure(uri: &str, registry: &str) -> Result<ClientProtocol, Fet
                 tracing::debug!(%registry, %scheme, "insecure source: using {scheme}");
                 return Ok(protocol);
             }
-            Err(e) => last_error = format!("{scheme}: {}", error_chain(&e)),
+            Err(e) => {
+                last_error = format!("{scheme}: {}", error_chain(&e));
+                last_class = transport_class(&e);
+            }
         }
     }
     Err(FetchError::Unreachable {
         uri: uri.to_owned(),
         reason: format!("registry {registry} answers neither HTTPS nor HTTP ({last_error})"),
+        class: format!("answers neither HTTPS nor HTTP ({last_class})"),
     })
 }
 
@@ -127,9 +132,16 @@ pub(crate) fn map_oci_error(uri: &str, error: OciDistributionError) -> FetchErro
     let uri = uri.to_owned();
     let reason = error_chain(&error);
     match error {
-        OciDistributionError::RequestError(_) => FetchError::Unreachable { uri, reason },
+        OciDistributionError::RequestError(ref e) => {
+            let class = transport_class(e);
+            FetchError::Unreachable { uri, reason, class }
+        }
         OciDistributionError::ServerError { code, .. } if code >= 500 || code == 429 => {
-            FetchError::Unreachable { uri, reason }
+            FetchError::Unreachable {
+                uri,
+                reason,
+                class: http_class(code),
+            }
         }
         OciDistributionError::ServerError { code: 404, .. } => FetchError::NotFound { uri, reason },
         OciDistributionError::ServerError {
@@ -161,7 +173,11 @@ pub(crate) fn map_oci_error(uri: &str, error: OciDistributionError) -> FetchErro
                 .iter()
                 .any(|c| matches!(c, OciErrorCode::Toomanyrequests))
             {
-                FetchError::Unreachable { uri, reason }
+                FetchError::Unreachable {
+                    uri,
+                    reason,
+                    class: http_class(429),
+                }
             } else {
                 FetchError::Registry { uri, reason }
             }

@@ -5,48 +5,49 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{Path, State};
-use axum::http::{Method, StatusCode, Uri};
+use axum::extract::{Path, Request, State};
+use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::api_error::{ApiError, json_response};
+use super::body::{LimitedBody, read_limited};
 use crate::admission::{ADMISSION_API_VERSION, ADMISSION_KIND, AdmissionReviewResponse};
 use crate::evaluation::{AppState, Endpoint, evaluate};
 use crate::policy_set::PolicyState;
 
-type Body = Result<Bytes, BytesRejection>;
 type PolicyId = Result<Path<String>, PathRejection>;
 
 /// `POST /validate/{id}`.
 pub(crate) async fn validate(
     State(state): State<Arc<AppState>>,
     id: PolicyId,
-    body: Body,
+    request: Request,
 ) -> Response {
-    review(&state, id, body, Endpoint::Validate).await
+    review(&state, id, request, Endpoint::Validate).await
 }
 
 /// `POST /audit/{id}`.
 pub(crate) async fn audit(
     State(state): State<Arc<AppState>>,
     id: PolicyId,
-    body: Body,
+    request: Request,
 ) -> Response {
-    review(&state, id, body, Endpoint::Audit).await
+    review(&state, id, request, Endpoint::Audit).await
 }
 
 /// `POST /validate_raw/{id}`.
 pub(crate) async fn validate_raw(
     State(state): State<Arc<AppState>>,
     id: PolicyId,
-    body: Body,
+    request: Request,
 ) -> Response {
     let result = async {
         let id = policy_id(id)?;
-        let mut document = json_object(body?)?;
+        let body = body(&state, request).await?;
+        let mut document = json_object(body.bytes.clone())?;
         let request = document
             .remove("request")
             .ok_or_else(|| ApiError::bad_request("the body has no \"request\" member"))?;
@@ -59,10 +60,11 @@ pub(crate) async fn validate_raw(
     }
 }
 
-async fn review(state: &AppState, id: PolicyId, body: Body, endpoint: Endpoint) -> Response {
+async fn review(state: &AppState, id: PolicyId, request: Request, endpoint: Endpoint) -> Response {
     let result = async {
         let id = policy_id(id)?;
-        let request = admission_request(json_object(body?)?)?;
+        let body = body(state, request).await?;
+        let request = admission_request(json_object(body.bytes.clone())?)?;
         evaluate(state, &id, endpoint, request).await
     }
     .await;
@@ -78,16 +80,17 @@ fn policy_id(id: PolicyId) -> Result<String, ApiError> {
     Ok(id)
 }
 
-impl From<BytesRejection> for ApiError {
-    fn from(rejection: BytesRejection) -> Self {
-        let status = rejection.status();
-        let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            "request body is too large".to_string()
-        } else {
-            format!("cannot read the request body: {}", rejection.body_text())
-        };
-        ApiError::new(status, message)
-    }
+/// The body, read with the `--max-body-bytes` limit and the body budget;
+/// keep it until the request is answered.
+async fn body(state: &AppState, request: Request) -> Result<LimitedBody, ApiError> {
+    let (parts, body) = request.into_parts();
+    read_limited(
+        &parts.headers,
+        body,
+        state.max_body_bytes,
+        &state.body_budget,
+    )
+    .await
 }
 
 fn json_object(body: Bytes) -> Result<Map<String, Value>, ApiError> {
@@ -209,6 +212,7 @@ pub(crate) async fn livez() -> Response {
 
 /// `GET /metrics`: Prometheus/OpenMetrics text.
 pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    state.metrics.record_scheduler(state.scheduler.stats());
     match state.metrics.encode() {
         Ok(text) => portcullis_telemetry::metrics::metrics_response(Ok(text)).into_response(),
         Err(e) => ApiError::new(
@@ -306,5 +310,101 @@ mod tests {
                 .message
                 .contains("object")
         );
+    }
+
+    mod properties {
+        use super::*;
+        use crate::test_support::{json_object as any_object, json_value};
+        use proptest::prelude::*;
+
+        fn api_version() -> impl Strategy<Value = Option<Value>> {
+            prop_oneof![
+                4 => Just(Some(json!(ADMISSION_API_VERSION))),
+                1 => Just(None),
+                1 => Just(Some(json!("admission.k8s.io/v1beta1"))),
+                1 => json_value().prop_map(Some),
+            ]
+        }
+
+        fn kind() -> impl Strategy<Value = Option<Value>> {
+            prop_oneof![
+                4 => Just(Some(json!(ADMISSION_KIND))),
+                1 => Just(None),
+                1 => json_value().prop_map(Some),
+            ]
+        }
+
+        /// A `request`: usually an object with a uid of some kind.
+        fn request() -> impl Strategy<Value = Option<Value>> {
+            let uid = prop_oneof![
+                Just(None),
+                Just(Some(json!(""))),
+                "[a-f0-9-]{1,36}".prop_map(|u| Some(json!(u))),
+                json_value().prop_map(Some),
+            ];
+            prop_oneof![
+                4 => (any_object(), uid).prop_map(|(mut object, uid)| {
+                    if let Some(uid) = uid {
+                        object["uid"] = uid;
+                    }
+                    Some(object)
+                }),
+                1 => Just(None),
+                1 => json_value().prop_map(Some),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// Any bytes: a JSON object or a 400, never a panic.
+            #[test]
+            fn any_body_parses_or_is_a_bad_request(body in prop::collection::vec(any::<u8>(), 0..256)) {
+                match json_object(Bytes::from(body)) {
+                    Ok(map) => prop_assert!(map.len() < 256),
+                    Err(e) => prop_assert_eq!(e.status, StatusCode::BAD_REQUEST),
+                }
+            }
+
+            /// An envelope is accepted exactly when it is a v1 AdmissionReview
+            /// whose request is an object with a non-empty string uid, and
+            /// then the request is handed on unchanged.
+            #[test]
+            fn envelopes_are_accepted_exactly_when_valid(
+                api_version in api_version(),
+                kind in kind(),
+                request in request(),
+                extra in any_object(),
+            ) {
+                let mut review = match extra {
+                    Value::Object(map) => map,
+                    _ => unreachable!(),
+                };
+                for (key, value) in [("apiVersion", &api_version), ("kind", &kind), ("request", &request)] {
+                    match value {
+                        Some(value) => review.insert(key.to_string(), value.clone()),
+                        None => review.remove(key),
+                    };
+                }
+                let valid = api_version == Some(json!(ADMISSION_API_VERSION))
+                    && kind == Some(json!(ADMISSION_KIND))
+                    && request.as_ref().is_some_and(|r| {
+                        r.is_object() && r["uid"].as_str().is_some_and(|u| !u.is_empty())
+                    });
+                // Through the bytes, as the handler sees it.
+                let bytes = Bytes::from(serde_json::to_vec(&review).unwrap());
+                let result = json_object(bytes).and_then(admission_request);
+                match result {
+                    Ok(parsed) => {
+                        prop_assert!(valid, "accepted an invalid envelope: {:?}", review);
+                        prop_assert_eq!(Some(parsed), request);
+                    }
+                    Err(e) => {
+                        prop_assert!(!valid, "rejected a valid envelope: {}", e.message);
+                        prop_assert_eq!(e.status, StatusCode::BAD_REQUEST);
+                    }
+                }
+            }
+        }
     }
 }

@@ -1,11 +1,22 @@
 //! The axum routers and their tower layers.
+//!
+//! Which endpoint is reachable where (docs/policy-server.md, "Endpoints"):
+//!
+//! | | webhook port (HTTPS; client certificate required with `--client-ca-file`) | probe port (plain HTTP, never a client certificate) |
+//! |---|---|---|
+//! | `POST /validate/{id}`, `/audit/{id}`, `/validate_raw/{id}` | yes | no |
+//! | `GET /readiness`, `/livez`, `/metrics` | no | yes |
+//!
+//! Admission clients (the API server, the audit scanner) get only the
+//! admission endpoints; kubelet, Prometheus and the controller (which reads
+//! `/readiness`) cannot present a client certificate, so the health and
+//! metrics endpoints live on the probe port only.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
-use axum::extract::DefaultBodyLimit;
 use axum::http::{Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -17,17 +28,13 @@ use super::api_error::ApiError;
 use super::handlers;
 use crate::evaluation::AppState;
 
-/// The webhook router: admission endpoints plus health and metrics.
-pub(crate) fn webhook_router(
-    state: Arc<AppState>,
-    max_body_bytes: usize,
-    request_timeout: Duration,
-) -> Router {
+/// The webhook router: the admission endpoints only. The body limit is
+/// applied by the handlers ([`super::body`]).
+pub(crate) fn webhook_router(state: Arc<AppState>, request_timeout: Duration) -> Router {
     Router::new()
         .route("/validate/{id}", post(handlers::validate))
         .route("/audit/{id}", post(handlers::audit))
         .route("/validate_raw/{id}", post(handlers::validate_raw))
-        .merge(health_routes())
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(
@@ -38,25 +45,20 @@ pub(crate) fn webhook_router(
                         timeout_response(error, request_timeout)
                     },
                 ))
-                .layer(TimeoutLayer::new(request_timeout))
-                .layer(DefaultBodyLimit::max(max_body_bytes)),
+                .layer(TimeoutLayer::new(request_timeout)),
         )
         .with_state(state)
 }
 
-/// The plain-HTTP probe router of the readiness port.
+/// The plain-HTTP probe router of the readiness port: health and metrics.
 pub(crate) fn probe_router(state: Arc<AppState>) -> Router {
-    health_routes()
-        .fallback(handlers::not_found)
-        .method_not_allowed_fallback(handlers::method_not_allowed)
-        .with_state(state)
-}
-
-fn health_routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/readiness", get(handlers::readiness))
         .route("/livez", get(handlers::livez))
         .route("/metrics", get(handlers::metrics))
+        .fallback(handlers::not_found)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
+        .with_state(state)
 }
 
 /// The per-request span: in the logs, and the span exported as a trace

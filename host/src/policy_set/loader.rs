@@ -15,8 +15,10 @@ use portcullis_config::{LenientPolicies, PolicyConfig, PolicyEntry};
 use tracing::{info, warn};
 
 use super::{FailedPolicy, LoadedPolicy, PolicySet, PolicyState};
+use crate::admission::cap_text;
+use crate::admission::limits::MAX_MESSAGE_BYTES;
 use crate::capabilities::GrantedCapabilities;
-use crate::module_source::{ModuleBytes, ModuleSource};
+use crate::module_source::{FetchFailure, ModuleBytes, ModuleSource};
 
 /// Loads policy sets: fetch → compile (or reuse) → validate settings.
 #[derive(Clone)]
@@ -76,8 +78,10 @@ impl PolicyLoader {
         for (id, config) in policies {
             let module_bytes = match &fetched[config.module.as_str()] {
                 Ok(module_bytes) => module_bytes,
-                Err(reason) => {
-                    let reason = format!("cannot fetch module {}: {reason}", config.module);
+                Err(failure) => {
+                    // What the policy's owner sees (readiness report, status,
+                    // rejections); the details went to the log.
+                    let reason = format!("cannot fetch module: {}", failure.public);
                     let mut state = failed_policy(&id, reason, Some(&config));
                     // Registries and web servers come back; bad settings do not.
                     state.retryable = true;
@@ -140,21 +144,32 @@ impl PolicyLoader {
     async fn fetch_modules(
         &self,
         policies: &[(String, PolicyConfig)],
-    ) -> HashMap<String, Result<ModuleBytes, String>> {
+    ) -> HashMap<String, Result<ModuleBytes, FetchFailure>> {
         let uris: BTreeSet<&str> = policies.iter().map(|(_, c)| c.module.as_str()).collect();
-        join_all(
+        let fetched: HashMap<String, Result<ModuleBytes, FetchFailure>> = join_all(
             uris.into_iter()
                 .map(|uri| async move { (uri.to_string(), self.source.fetch(uri).await) }),
         )
         .await
         .into_iter()
-        .collect()
+        .collect();
+        for (uri, result) in &fetched {
+            if let Err(failure) = result {
+                let users: Vec<&str> = policies
+                    .iter()
+                    .filter(|(_, c)| c.module == *uri)
+                    .map(|(id, _)| id.as_str())
+                    .collect();
+                warn!(module = %uri, policies = ?users, error = %failure.detail, "cannot fetch policy module");
+            }
+        }
+        fetched
     }
 
     /// Compiles each distinct module once, reusing the previous set's modules.
     async fn compile_modules(
         &self,
-        fetched: &HashMap<String, Result<ModuleBytes, String>>,
+        fetched: &HashMap<String, Result<ModuleBytes, FetchFailure>>,
         previous: Option<&PolicySet>,
     ) -> HashMap<String, Result<LoadedModule, String>> {
         let mut modules: HashMap<String, Result<LoadedModule, String>> = HashMap::new();
@@ -221,9 +236,16 @@ async fn validate_settings(policy: LoadedPolicy) -> (String, PolicyState) {
                 "settings are invalid: {}",
                 verdict.message.as_deref().unwrap_or("(no message)")
             );
-            failed_loaded(&policy, reason)
+            failed_loaded(&policy, cap_text(reason, MAX_MESSAGE_BYTES, "message"))
         }
-        Ok((policy, Err(e))) => failed_loaded(&policy, format!("settings validation failed: {e}")),
+        Ok((policy, Err(e))) => failed_loaded(
+            &policy,
+            cap_text(
+                format!("settings validation failed: {e}"),
+                MAX_MESSAGE_BYTES,
+                "message",
+            ),
+        ),
         Err(e) => failed(&id, format!("settings validation task failed: {e}"), None),
     };
     (id, state)

@@ -1,4 +1,9 @@
 //! Prometheus metrics of the policy-server, served as text on `/metrics`.
+//!
+//! Every label value is bounded ([`labels`]): request fields become one of a
+//! fixed set of values, policy ids come from the loaded policies file.
+
+pub mod labels;
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -10,6 +15,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 
 use crate::policy_set::{PolicySet, PolicyState};
+use crate::scheduler::SchedulerStats;
 
 /// Evaluation latency buckets, in seconds: policies answer in tens of
 /// microseconds, so the default Prometheus buckets would put everything in
@@ -25,9 +31,11 @@ pub struct EvaluationLabels {
     pub policy: String,
     /// protect | monitor.
     pub mode: String,
-    /// CREATE, UPDATE, ...; `raw` for validate_raw.
+    /// The endpoint: `validate`, `validate_raw` or `audit`.
+    pub request_origin: String,
+    /// CREATE, UPDATE, DELETE, CONNECT or `other`; `raw` for validate_raw.
     pub operation: String,
-    /// `request.kind.kind`, empty when unknown.
+    /// `request.kind.kind` if a known kind, else `other`; empty for validate_raw.
     pub resource_kind: String,
     /// The policy's own verdict, before mode post-processing.
     pub accepted: String,
@@ -47,6 +55,17 @@ struct ResultLabels {
     result: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RejectionLabels {
+    request_origin: &'static str,
+    limit: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClassLabels {
+    request_class: &'static str,
+}
+
 /// Every metric the server exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -58,7 +77,9 @@ pub struct Metrics {
     policy_reloads: Family<ResultLabels, Counter>,
     tls_reloads: Family<ResultLabels, Counter>,
     in_flight: Gauge,
-    saturation_rejections: Counter,
+    saturation_rejections: Family<RejectionLabels, Counter>,
+    queued: Family<ClassLabels, Gauge>,
+    slow_lane: Gauge,
     // Serialises policy-gauge rewrites so two reloads cannot interleave.
     policy_gauge_lock: Mutex<()>,
 }
@@ -80,7 +101,9 @@ impl Metrics {
         let policy_reloads = Family::<ResultLabels, Counter>::default();
         let tls_reloads = Family::<ResultLabels, Counter>::default();
         let in_flight = Gauge::default();
-        let saturation_rejections = Counter::default();
+        let saturation_rejections = Family::<RejectionLabels, Counter>::default();
+        let queued = Family::<ClassLabels, Gauge>::default();
+        let slow_lane = Gauge::default();
 
         // prometheus-client appends `_total` to counters.
         registry.register(
@@ -120,8 +143,18 @@ impl Metrics {
         );
         registry.register(
             "portcullis_saturation_rejections",
-            "Requests rejected with 503 because every worker stayed busy for the queue timeout",
+            "Requests rejected with 503 after waiting the queue timeout for a worker, by endpoint and by the limit that held them (workers|policy|audit)",
             saturation_rejections.clone(),
+        );
+        registry.register(
+            "portcullis_evaluations_queued",
+            "Requests waiting for a worker, by class (admission|audit); sampled when scraped",
+            queued.clone(),
+        );
+        registry.register(
+            "portcullis_evaluations_slow_lane",
+            "Evaluations that ran past the slow-evaluation threshold and gave their worker back; sampled when scraped",
+            slow_lane.clone(),
         );
         Self {
             registry,
@@ -133,6 +166,8 @@ impl Metrics {
             tls_reloads,
             in_flight,
             saturation_rejections,
+            queued,
+            slow_lane,
             policy_gauge_lock: Mutex::new(()),
         }
     }
@@ -180,9 +215,30 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts a request rejected because the workers were saturated.
-    pub fn record_saturation_rejection(&self) {
-        self.saturation_rejections.inc();
+    /// Counts a request rejected because it waited too long for a worker:
+    /// `request_origin` is its endpoint, `limit` what held it.
+    pub fn record_saturation_rejection(&self, request_origin: &'static str, limit: &'static str) {
+        self.saturation_rejections
+            .get_or_create(&RejectionLabels {
+                request_origin,
+                limit,
+            })
+            .inc();
+    }
+
+    /// Samples the scheduler's queues and slow lane.
+    pub fn record_scheduler(&self, stats: SchedulerStats) {
+        let set = |class: &'static str, n: usize| {
+            self.queued
+                .get_or_create(&ClassLabels {
+                    request_class: class,
+                })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        };
+        set("admission", stats.queued_admission);
+        set("audit", stats.queued_audit);
+        self.slow_lane
+            .set(i64::try_from(stats.slow).unwrap_or(i64::MAX));
     }
 
     /// Marks an evaluation as running until the guard is dropped.
@@ -222,6 +278,7 @@ mod tests {
         let labels = EvaluationLabels {
             policy: "p".into(),
             mode: "protect".into(),
+            request_origin: "validate".into(),
             operation: "CREATE".into(),
             resource_kind: "Pod".into(),
             accepted: "false".into(),
@@ -229,15 +286,17 @@ mod tests {
             error: String::new(),
         };
         metrics.record_evaluation(&labels, Duration::from_micros(70));
-        metrics.record_saturation_rejection();
+        metrics.record_saturation_rejection("audit", "workers");
         let text = metrics.encode().unwrap();
-        assert!(text.contains("portcullis_policy_evaluations_total{policy=\"p\",mode=\"protect\",operation=\"CREATE\",resource_kind=\"Pod\",accepted=\"false\",mutated=\"false\",error=\"\"} 1"), "{text}");
+        assert!(text.contains("portcullis_policy_evaluations_total{policy=\"p\",mode=\"protect\",request_origin=\"validate\",operation=\"CREATE\",resource_kind=\"Pod\",accepted=\"false\",mutated=\"false\",error=\"\"} 1"), "{text}");
         assert!(
             text.contains("portcullis_policy_evaluation_duration_seconds_bucket{le=\"0.00005\""),
             "{text}"
         );
         assert!(
-            text.contains("portcullis_saturation_rejections_total 1"),
+            text.contains(
+                "portcullis_saturation_rejections_total{request_origin=\"audit\",limit=\"workers\"} 1"
+            ),
             "{text}"
         );
         {
