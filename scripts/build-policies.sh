@@ -4,10 +4,12 @@
 #
 #   waPC guests (Kubewarden protocol)      -> wasm32-wasip1 core modules
 #   component guests (portcullis:policy)   -> wasm32-wasip2 components
+#   Go waPC guests (standard Go toolchain) -> GOOS=wasip1 c-shared modules
 #
 # Environment:
 #   PORTCULLIS_WASM_TARGET_DIR  cargo target dir (default: <repo>/target/wasm)
 #   CARGO                       cargo binary (default: cargo)
+#   GO                          go binary (default: go)
 #
 # Idempotent; runs from any working directory.
 set -euo pipefail
@@ -20,6 +22,9 @@ cargo="${CARGO:-cargo}"
 
 wasip1_crates=(pod-privileged-wapc default-labels-wapc adversarial-wapc)
 wasip2_crates=(pod-privileged-component default-labels-component adversarial-component)
+# Standard Go modules under sample-policies/ without dependencies: they build
+# offline, and Go's build cache makes a second run take a second.
+go_guests=(adversarial-go)
 
 if command -v rustup >/dev/null 2>&1; then
     installed="$(rustup target list --installed 2>/dev/null || true)"
@@ -64,3 +69,13 @@ copy() {
 }
 copy wasm32-wasip1 "${wasip1_crates[@]}"
 copy wasm32-wasip2 "${wasip2_crates[@]}"
+
+go="${GO:-go}"
+for guest in "${go_guests[@]}"; do
+    dst="$out_dir/$guest.wasm"
+    echo "==> GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared ($guest)" >&2
+    (cd "$repo/sample-policies/$guest" \
+        && GOOS=wasip1 GOARCH=wasm "$go" build -buildmode=c-shared -trimpath -buildvcs=false -o "$dst.tmp" .)
+    mv -f "$dst.tmp" "$dst"
+    printf '%s\t%s bytes\n' "$dst" "$(wc -c <"$dst" | tr -d ' ')"
+done
