@@ -12,6 +12,7 @@
 #   Python guests (componentize-py)        -> components
 #   JavaScript guests (componentize-js)    -> components
 #   Go guests (GOOS=wasip1)                -> WASI command modules
+#   Go waPC guests (standard Go toolchain) -> GOOS=wasip1 c-shared modules
 #
 # The Python, JavaScript and Go policies get their metadata from
 # `portcullis annotate` (built here when one of them needs building), and are
@@ -21,6 +22,7 @@
 #   PORTCULLIS_WASM_TARGET_DIR  cargo target dir (default: <repo>/target/wasm)
 #   CARGO                       cargo binary (default: cargo)
 #   PORTCULLIS                  the portcullis CLI (default: built from this checkout)
+#   GO                          go binary (default: go)
 #
 # Idempotent; runs from any working directory.
 set -euo pipefail
@@ -35,6 +37,9 @@ cargo="${CARGO:-cargo}"
 
 wasip1_crates=(pod-privileged-wapc default-labels-wapc adversarial-wapc)
 wasip2_crates=(pod-privileged-component default-labels-component adversarial-component)
+# Standard Go modules under sample-policies/ without dependencies: they build
+# offline, and Go's build cache makes a second run take a second.
+go_guests=(adversarial-go)
 
 if command -v rustup >/dev/null 2>&1; then
     installed="$(rustup target list --installed 2>/dev/null || true)"
@@ -174,4 +179,15 @@ for name in "${js_policies[@]}"; do
 done
 for name in "${go_policies[@]}"; do
     build_other "$name" "$(go version)" go_build
+done
+
+# Go waPC guests: no metadata to annotate, and a build takes seconds.
+go="${GO:-go}"
+for guest in "${go_guests[@]}"; do
+    dst="$out_dir/$guest.wasm"
+    echo "==> GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared ($guest)" >&2
+    (cd "$repo/sample-policies/$guest" \
+        && GOOS=wasip1 GOARCH=wasm "$go" build -buildmode=c-shared -trimpath -buildvcs=false -o "$dst.tmp" .)
+    mv -f "$dst.tmp" "$dst"
+    printf '%s\t%s bytes\n' "$dst" "$(wc -c <"$dst" | tr -d ' ')"
 done

@@ -11,13 +11,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig, ResourceLimiter,
-    Trap,
-};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
 
 use crate::cache::CompiledCache;
 use crate::error::{AdapterError, EvalError};
+use crate::limits::GuestLimits;
+pub(crate) use crate::limits::StoreLimits;
 use crate::metadata::{PolicyMetadata, read_metadata};
 use crate::types::{
     Abi, EvalContext, PolicyRequest, Settings, SettingsVerdict, ValidationResponse,
@@ -42,6 +41,8 @@ pub struct EngineConfig {
     /// `memset` and stay resident, instead of being returned to the kernel
     /// and faulted in again by the next instance.
     pub keep_resident_bytes: usize,
+    /// What a guest may hand the host, or log, in one evaluation.
+    pub guest: GuestLimits,
 }
 
 impl Default for EngineConfig {
@@ -55,6 +56,7 @@ impl Default for EngineConfig {
             // Measured best in `just bench` (see BENCHMARKS.md): with
             // PAGEMAP_SCAN only dirtied pages count against it.
             keep_resident_bytes: 8 << 20,
+            guest: GuestLimits::DEFAULT,
         }
     }
 }
@@ -296,11 +298,13 @@ impl LoadedModule {
         settings: &Settings,
     ) -> Result<SettingsVerdict, EvalError> {
         let limits = self.limits(ctx);
-        match &self.inner.kind {
+        let deadline = limits.deadline;
+        let verdict = match &self.inner.kind {
             ModuleKind::Wapc(m) => m.validate_settings(limits, ctx, settings),
             ModuleKind::Component(m) => m.validate_settings(limits, ctx, settings),
             ModuleKind::WasiCommand(m) => m.validate_settings(limits, ctx, settings),
-        }
+        };
+        on_time(verdict, deadline, ctx)
     }
 
     /// Evaluate one request in a fresh instance.
@@ -311,11 +315,13 @@ impl LoadedModule {
         settings: &Settings,
     ) -> Result<ValidationResponse, EvalError> {
         let limits = self.limits(ctx);
-        match &self.inner.kind {
+        let deadline = limits.deadline;
+        let verdict = match &self.inner.kind {
             ModuleKind::Wapc(m) => m.validate(limits, ctx, request, settings),
             ModuleKind::Component(m) => m.validate(limits, ctx, request, settings),
             ModuleKind::WasiCommand(m) => m.validate(limits, ctx, request, settings),
-        }
+        };
+        on_time(verdict, deadline, ctx)
     }
 
     /// Evaluate `n` requests in one instance, reusing it. For benchmarks only:
@@ -333,81 +339,43 @@ impl LoadedModule {
         match &self.inner.kind {
             ModuleKind::Wapc(m) => m.validate_n(limits, ctx, request, settings, n),
             ModuleKind::Component(m) => m.validate_n(limits, ctx, request, settings, n),
-            ModuleKind::WasiCommand(m) => m.validate_n(limits, ctx, request, settings, n),
+            // A command runs once per instance: `n` calls are `n` fresh
+            // instances, each with its own limits.
+            ModuleKind::WasiCommand(m) => {
+                let mut answer = m.validate(limits, ctx, request, settings)?;
+                for _ in 1..n {
+                    answer = m.validate(self.limits(ctx), ctx, request, settings)?;
+                }
+                Ok(answer)
+            }
         }
     }
 
     fn limits(&self, ctx: &EvalContext) -> StoreLimits {
         let config = &self.inner.engine.inner.config;
-        let tick = config.epoch_tick.as_nanos().max(1);
-        // One extra tick because the current tick may be about to end.
-        let ticks = ctx.timeout.as_nanos().div_ceil(tick) as u64 + 1;
-        StoreLimits {
-            max_memory_bytes: config.max_memory_bytes,
-            memory_limit_hit: false,
-            deadline_ticks: ticks,
-            deadline: Instant::now() + ctx.timeout,
-            timeout: ctx.timeout,
-        }
+        StoreLimits::new(
+            config.max_memory_bytes,
+            config.epoch_tick,
+            ctx.timeout,
+            config.guest,
+        )
     }
 }
 
-/// Per-store resource limits, and a record of whether the memory cap was hit so
-/// that the resulting trap is reported as out-of-memory.
-#[derive(Debug, Clone)]
-pub(crate) struct StoreLimits {
-    max_memory_bytes: u64,
-    memory_limit_hit: bool,
-    pub(crate) deadline_ticks: u64,
-    /// When the evaluation must end; host calls are bounded by it.
-    pub(crate) deadline: Instant,
-    timeout: Duration,
-}
-
-impl ResourceLimiter for StoreLimits {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        if desired as u64 > self.max_memory_bytes {
-            self.memory_limit_hit = true;
-            // Trapping at once keeps a guest from spinning on failed grows.
-            return Err(wasmtime::Error::msg("memory limit exceeded"));
+/// An answer that comes after the deadline is a timeout, whatever it says.
+///
+/// The epoch interrupts a guest only a tick or two after the deadline, and a
+/// host call may return late (an embedder's capability that overran it): a
+/// verdict must not depend on which of them won.
+fn on_time<T>(
+    answer: Result<T, EvalError>,
+    deadline: Instant,
+    ctx: &EvalContext,
+) -> Result<T, EvalError> {
+    match answer {
+        Ok(_) | Err(EvalError::Guest(_)) if Instant::now() > deadline => {
+            Err(EvalError::Timeout(ctx.timeout))
         }
-        Ok(true)
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        Ok(desired <= 1_000_000)
-    }
-}
-
-impl StoreLimits {
-    /// Turn a wasmtime error from guest code into a typed evaluation error.
-    pub(crate) fn classify(&self, err: wasmtime::Error) -> EvalError {
-        if self.memory_limit_hit {
-            return EvalError::OutOfMemory(self.max_memory_bytes);
-        }
-        if let Some(trap) = err.downcast_ref::<Trap>() {
-            return match trap {
-                Trap::Interrupt => EvalError::Timeout(self.timeout),
-                Trap::StackOverflow => EvalError::Trap("call stack exhausted".into()),
-                other => EvalError::Trap(other.to_string()),
-            };
-        }
-        if let Some(exit) = err.downcast_ref::<wasmtime_wasi::I32Exit>() {
-            return EvalError::Trap(format!("policy exited with status {}", exit.0));
-        }
-        if let Some(host) = err.downcast_ref::<crate::wapc::HostFault>() {
-            return EvalError::MalformedOutput(host.0.clone());
-        }
-        EvalError::Trap(format!("{err:#}"))
+        answer => answer,
     }
 }

@@ -31,9 +31,12 @@ pub enum EvalError {
     /// The policy tried to grow its memory past the cap.
     #[error("policy exceeded its memory limit of {0} bytes")]
     OutOfMemory(u64),
-    /// The guest trapped.
+    /// The guest trapped (including a stack overflow).
     #[error("policy trapped: {0}")]
     Trap(String),
+    /// The guest exited (WASI `proc_exit`, `wasi:cli/exit`) instead of answering.
+    #[error("policy exited with status {0} instead of answering")]
+    Exited(i32),
     /// The guest reported an error.
     #[error("policy reported an error: {0}")]
     Guest(String),
@@ -58,6 +61,7 @@ impl EvalError {
             EvalError::Timeout(_) => "timeout",
             EvalError::OutOfMemory(_) => "out_of_memory",
             EvalError::Trap(_) => "trap",
+            EvalError::Exited(_) => "exit",
             EvalError::Guest(_) => "guest_error",
             EvalError::MalformedOutput(_) => "malformed_output",
             EvalError::Instantiation(_) => "instantiation",

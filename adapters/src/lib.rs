@@ -19,7 +19,10 @@
 //!
 //! Every evaluation runs in a fresh instance from the module's `InstancePre`,
 //! on one shared engine with the pooling allocator, under an epoch deadline
-//! and a memory cap. Whatever the guest does, the caller gets a typed error.
+//! and a memory cap. Whatever the guest does (loop, sleep, allocate, log,
+//! print, exit, overflow its stack, answer with gigabytes), it costs only its
+//! own evaluation, bounded by [`GuestLimits`] and the deadline, and the caller
+//! gets a typed error.
 
 mod cache;
 mod capabilities;
@@ -28,6 +31,7 @@ mod detect;
 mod engine;
 mod error;
 mod guest_log;
+mod limits;
 mod metadata;
 mod types;
 mod wapc;
@@ -37,6 +41,7 @@ pub use capabilities::{CallContext, CapabilityError, HostCapabilities, NoCapabil
 pub use detect::detect_abi;
 pub use engine::{EngineConfig, LoadedModule, PolicyEngine};
 pub use error::{AdapterError, EvalError};
+pub use limits::GuestLimits;
 pub use metadata::{
     ContextAwareResource, KUBEWARDEN_SECTION, PORTCULLIS_SECTION, PolicyMetadata, Rule,
     read_metadata,

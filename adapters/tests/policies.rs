@@ -1,64 +1,15 @@
 //! The adapters against the real sample policies in `target/policies/`
 //! (built by `just policies`).
 
-use std::path::PathBuf;
-use std::sync::OnceLock;
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{MEMORY_CAP, engine, fixture, load, repo};
 use portcullis_adapters::{
     Abi, EngineConfig, EvalContext, EvalError, LoadedModule, PolicyEngine, PolicyRequest, Settings,
 };
 use serde_json::{Value, json};
-
-const MEMORY_CAP: u64 = 64 << 20;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn engine() -> &'static PolicyEngine {
-    static ENGINE: OnceLock<PolicyEngine> = OnceLock::new();
-    ENGINE.get_or_init(|| {
-        PolicyEngine::new(EngineConfig {
-            max_instances: 64,
-            max_memory_bytes: MEMORY_CAP,
-            // The Python and JavaScript components take seconds to compile:
-            // compile each once, not in every test run.
-            cache_dir: Some(repo().join("target/test-compiled-cache")),
-            ..Default::default()
-        })
-        .expect("engine")
-    })
-}
-
-/// Loaded once per test binary: compiling is the slow part, and sharing the
-/// `LoadedModule` is exactly what the server does.
-fn load(name: &str) -> LoadedModule {
-    static LOADED: OnceLock<std::sync::Mutex<std::collections::HashMap<String, LoadedModule>>> =
-        OnceLock::new();
-    let mut loaded = LOADED.get_or_init(Default::default).lock().unwrap();
-    if let Some(module) = loaded.get(name) {
-        return module.clone();
-    }
-    let module = load_uncached(name);
-    loaded.insert(name.to_string(), module.clone());
-    module
-}
-
-fn load_uncached(name: &str) -> LoadedModule {
-    let path = repo().join("target/policies").join(format!("{name}.wasm"));
-    let bytes = std::fs::read(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}; run `just policies` first", path.display()));
-    engine()
-        .load(&bytes)
-        .unwrap_or_else(|e| panic!("{name}: {e}"))
-}
-
-fn fixture(name: &str) -> PolicyRequest {
-    let path = repo().join("tests/fixtures").join(format!("{name}.json"));
-    let review: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-    PolicyRequest::Admission(review["request"].clone())
-}
 
 fn ctx() -> EvalContext {
     EvalContext::new("test-policy", Duration::from_secs(2))

@@ -30,6 +30,15 @@ const HOSTILE: &[(&str, &str, &str)] = &[
     ("adversarial-wapc", "trap", "trap"),
     ("adversarial-component", "trap", "trap"),
     ("adversarial-wapc", "garbage", "malformed"),
+    ("adversarial-wapc", "sleep", "deadline"),
+    ("adversarial-component", "sleep", "deadline"),
+    ("adversarial-go", "sleep", "deadline"),
+    ("adversarial-wapc", "huge-message", "malformed"),
+    ("adversarial-component", "huge-message", "malformed"),
+    ("adversarial-wapc", "proc-exit", "exited"),
+    ("adversarial-component", "proc-exit", "exited"),
+    ("adversarial-wapc", "stack-overflow", "stack overflow"),
+    ("adversarial-component", "stack-overflow", "stack overflow"),
 ];
 
 fn hostile_id(guest: &str, behaviour: &str) -> String {

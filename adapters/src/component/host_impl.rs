@@ -8,7 +8,7 @@ use serde_json::json;
 use super::ComponentState;
 use super::bindings::portcullis::policy::{crypto, host, kubernetes, net, oci, types};
 use crate::capabilities::{CallContext, CapabilityError};
-use crate::guest_log::{GuestLevel, emit};
+use crate::guest_log::GuestLevel;
 
 impl ComponentState {
     fn capability<T: for<'de> Deserialize<'de>>(
@@ -50,7 +50,9 @@ impl host::Host for ComponentState {
             host::LogLevel::Warn => GuestLevel::Warn,
             host::LogLevel::Error => GuestLevel::Error,
         };
-        emit(&self.policy_id, level, &message, None);
+        self.limits
+            .output(&self.policy_id)
+            .log(level, &message, None);
     }
 }
 

@@ -12,6 +12,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::capabilities::HostCapabilities;
 use crate::engine::StoreLimits;
 use crate::error::{AdapterError, EvalError};
+use crate::limits::wasi::{self, Contained};
 use crate::types::{EvalContext, PolicyRequest, Settings, SettingsVerdict, ValidationResponse};
 
 /// Host bindings generated from `wit/`.
@@ -37,20 +38,32 @@ pub(crate) struct ComponentState {
 
 impl WasiView for ComponentState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        // No preopens, environment, arguments or stdio, as for waPC policies.
-        let ctx = self
-            .wasi
-            .get_or_insert_with(|| wasmtime_wasi::WasiCtxBuilder::new().build());
-        WasiCtxView {
-            ctx,
-            table: &mut self.table,
-        }
+        // No preopens, environment, arguments or network, and stdio going to
+        // the log, as for waPC policies.
+        let ComponentState {
+            wasi,
+            limits,
+            policy_id,
+            table,
+            ..
+        } = self;
+        let ctx = wasi.get_or_insert_with(|| {
+            let output = limits.output(policy_id).clone();
+            wasi::ctx_builder(&output, limits).build()
+        });
+        WasiCtxView { ctx, table }
+    }
+}
+
+impl Contained for ComponentState {
+    fn limits(&mut self) -> &mut StoreLimits {
+        &mut self.limits
     }
 }
 
 pub(crate) fn linker(engine: &wasmtime::Engine) -> Result<SharedLinker, AdapterError> {
     let mut linker = Linker::new(engine);
-    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+    wasi::add_p2_to_linker(&mut linker)
         .map_err(|e| AdapterError::Engine(format!("cannot link WASI: {e:#}")))?;
     bindings::Policy::add_to_linker::<ComponentState, HasSelf<ComponentState>>(&mut linker, |s| s)
         .map_err(|e| AdapterError::Engine(format!("cannot link the policy world: {e:#}")))?;
@@ -85,7 +98,6 @@ impl ComponentModule {
         limits: StoreLimits,
         ctx: &EvalContext,
     ) -> Result<(Store<ComponentState>, bindings::Policy), EvalError> {
-        let ticks = limits.deadline_ticks;
         let state = ComponentState {
             limits,
             wasi: None,
@@ -94,9 +106,7 @@ impl ComponentModule {
             capabilities: ctx.capabilities.clone(),
         };
         let mut store = Store::new(self.pre.engine(), state);
-        store.limiter(|s| &mut s.limits);
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
+        StoreLimits::install(&mut store, |s| &mut s.limits);
         match self.pre.instantiate(&mut store) {
             Ok(policy) => Ok((store, policy)),
             Err(e) => Err(match store.data().limits.classify(e) {

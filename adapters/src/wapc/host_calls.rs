@@ -1,9 +1,17 @@
 //! The waPC host imports (module `wapc`), each with bounds-checked access to
-//! guest memory: a bad pointer or length traps the guest, never the host.
+//! guest memory: a bad pointer or length traps the guest, never the host, and
+//! nothing larger than [`GuestLimits::max_transfer_bytes`](crate::GuestLimits)
+//! is copied out of it.
 
 use wasmtime::{Caller, Extern, Linker};
 
 use super::WapcState;
+use crate::guest_log::GuestLevel;
+use crate::limits::deadline;
+
+/// Longest host-call binding, namespace or operation name. Kubewarden's are
+/// a few bytes; a longer one is a protocol violation, not a name.
+const MAX_NAME_BYTES: usize = 256;
 
 /// A protocol violation by the guest, such as a pointer outside its memory.
 #[derive(Debug, thiserror::Error)]
@@ -55,15 +63,53 @@ fn span(ptr: i32, len: usize, size: usize) -> wasmtime::Result<std::ops::Range<u
         })
 }
 
-fn read(caller: &mut Caller<'_, WapcState>, ptr: i32, len: i32) -> wasmtime::Result<Vec<u8>> {
+/// The bytes at `ptr..ptr + len` of guest memory; the range must be in
+/// bounds, and `len` at most `max` (`what` names them in the error).
+fn read(
+    caller: &mut Caller<'_, WapcState>,
+    ptr: i32,
+    len: i32,
+    max: usize,
+    what: &str,
+) -> wasmtime::Result<Vec<u8>> {
+    let (bytes, cut) = read_head(caller, ptr, len, max)?;
+    if cut > 0 {
+        return Err(fault(format!(
+            "{what} of {} bytes exceeds the limit of {max} bytes",
+            bytes.len() + cut
+        )));
+    }
+    Ok(bytes)
+}
+
+/// The first `max` bytes at `ptr..ptr + len` (the whole range must be in
+/// bounds), and how many bytes past them were left out.
+fn read_head(
+    caller: &mut Caller<'_, WapcState>,
+    ptr: i32,
+    len: i32,
+    max: usize,
+) -> wasmtime::Result<(Vec<u8>, usize)> {
     let mem = memory(caller)?;
     let data = mem.data(&caller);
     let len = usize::try_from(len).map_err(|_| fault(format!("negative length {len}")))?;
-    Ok(data[span(ptr, len, data.len())?].to_vec())
+    let range = span(ptr, len, data.len())?;
+    let kept = len.min(max);
+    Ok((data[range.start..range.start + kept].to_vec(), len - kept))
 }
 
-fn read_string(caller: &mut Caller<'_, WapcState>, ptr: i32, len: i32) -> wasmtime::Result<String> {
-    String::from_utf8(read(caller, ptr, len)?).map_err(|_| fault("string is not UTF-8"))
+fn read_name(
+    caller: &mut Caller<'_, WapcState>,
+    ptr: i32,
+    len: i32,
+    what: &str,
+) -> wasmtime::Result<String> {
+    String::from_utf8(read(caller, ptr, len, MAX_NAME_BYTES, what)?)
+        .map_err(|_| fault(format!("{what} is not UTF-8")))
+}
+
+fn max_transfer(caller: &Caller<'_, WapcState>) -> usize {
+    caller.data().limits.guest.max_transfer_bytes
 }
 
 /// Copy one of the state's buffers into guest memory.
@@ -93,7 +139,8 @@ pub(super) fn add_to_linker(linker: &mut Linker<WapcState>) -> wasmtime::Result<
         "wapc",
         "__guest_response",
         |mut caller: Caller<'_, WapcState>, ptr: i32, len: i32| -> wasmtime::Result<()> {
-            let bytes = read(&mut caller, ptr, len)?;
+            let max = max_transfer(&caller);
+            let bytes = read(&mut caller, ptr, len, max, "the policy's answer")?;
             caller.data_mut().call.guest_response = Some(bytes);
             Ok(())
         },
@@ -102,7 +149,8 @@ pub(super) fn add_to_linker(linker: &mut Linker<WapcState>) -> wasmtime::Result<
         "wapc",
         "__guest_error",
         |mut caller: Caller<'_, WapcState>, ptr: i32, len: i32| -> wasmtime::Result<()> {
-            let bytes = read(&mut caller, ptr, len)?;
+            let max = max_transfer(&caller);
+            let bytes = read(&mut caller, ptr, len, max, "the policy's error")?;
             caller.data_mut().call.guest_error = Some(bytes);
             Ok(())
         },
@@ -120,14 +168,18 @@ pub(super) fn add_to_linker(linker: &mut Linker<WapcState>) -> wasmtime::Result<
          ptr: i32,
          len: i32|
          -> wasmtime::Result<i32> {
-            let binding = read_string(&mut caller, bd_ptr, bd_len)?;
-            let namespace = read_string(&mut caller, ns_ptr, ns_len)?;
-            let operation = read_string(&mut caller, op_ptr, op_len)?;
-            let payload = read(&mut caller, ptr, len)?;
+            let binding = read_name(&mut caller, bd_ptr, bd_len, "host-call binding")?;
+            let namespace = read_name(&mut caller, ns_ptr, ns_len, "host-call namespace")?;
+            let operation = read_name(&mut caller, op_ptr, op_len, "host-call operation")?;
+            let max = max_transfer(&caller);
+            let payload = read(&mut caller, ptr, len, max, "a host-call payload")?;
             let state = caller.data_mut();
             state.call.host_response = None;
             state.call.host_error = None;
             let outcome = host_call(state, &binding, &namespace, &operation, &payload);
+            // A capability that answered after the deadline: the guest must
+            // not go on computing with it.
+            deadline::check(state.limits.deadline)?;
             Ok(match outcome {
                 Ok(response) => {
                     state.call.host_response = Some(response);
@@ -184,9 +236,17 @@ pub(super) fn add_to_linker(linker: &mut Linker<WapcState>) -> wasmtime::Result<
         "wapc",
         "__console_log",
         |mut caller: Caller<'_, WapcState>, ptr: i32, len: i32| -> wasmtime::Result<()> {
-            let bytes = read(&mut caller, ptr, len)?;
-            let policy = caller.data().policy_id.clone();
-            tracing::debug!(target: "policy_log", policy = %policy, "{}", String::from_utf8_lossy(&bytes));
+            let state = caller.data_mut();
+            let output = state.limits.output(&state.policy_id).clone();
+            // Once over budget, the message is bounds-checked and counted,
+            // not copied: a flood costs no copies.
+            let max = if output.has_room() {
+                state.limits.guest.max_log_line_bytes
+            } else {
+                0
+            };
+            let (bytes, cut) = read_head(&mut caller, ptr, len, max)?;
+            output.log_head(GuestLevel::Debug, &String::from_utf8_lossy(&bytes), cut);
             Ok(())
         },
     )?;
@@ -194,10 +254,10 @@ pub(super) fn add_to_linker(linker: &mut Linker<WapcState>) -> wasmtime::Result<
 }
 
 /// Route one `__host_call`. Only Kubewarden's `kubewarden` binding exists; its
-/// `tracing/log` call is always allowed, everything else is the embedder's to
-/// grant.
+/// `tracing/log` call is always allowed (within the evaluation's log budget),
+/// everything else is the embedder's to grant.
 fn host_call(
-    state: &WapcState,
+    state: &mut WapcState,
     binding: &str,
     namespace: &str,
     operation: &str,
@@ -209,7 +269,8 @@ fn host_call(
         ));
     }
     if namespace == "tracing" && operation == "log" {
-        crate::guest_log::log_kubewarden_event(&state.policy_id, payload);
+        let output = state.limits.output(&state.policy_id);
+        crate::guest_log::log_kubewarden_event(output, payload);
         return Ok(Vec::new());
     }
     let ctx = crate::capabilities::CallContext {

@@ -22,6 +22,7 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 use crate::capabilities::HostCapabilities;
 use crate::engine::StoreLimits;
 use crate::error::{AdapterError, EvalError};
+use crate::limits::wasi::{self, Contained};
 use crate::types::{EvalContext, PolicyRequest, Settings, SettingsVerdict, ValidationResponse};
 
 pub(crate) use host_calls::HostFault;
@@ -56,17 +57,31 @@ impl WapcState {
     }
 
     fn wasi(&mut self) -> &mut WasiP1Ctx {
-        // No preopens, no environment, no arguments, and stdio going nowhere:
-        // a policy's output channel is its response, and its log is the
-        // `tracing/log` host call.
-        self.wasi
-            .get_or_insert_with(|| wasmtime_wasi::WasiCtxBuilder::new().build_p1())
+        // No preopens, no environment, no arguments, and stdio going to the
+        // log under the evaluation's budget: a policy's output channel is
+        // its response.
+        let WapcState {
+            wasi,
+            limits,
+            policy_id,
+            ..
+        } = self;
+        wasi.get_or_insert_with(|| {
+            let output = limits.output(policy_id).clone();
+            wasi::ctx_builder(&output, limits).build_p1()
+        })
+    }
+}
+
+impl Contained for WapcState {
+    fn limits(&mut self) -> &mut StoreLimits {
+        &mut self.limits
     }
 }
 
 pub(crate) fn linker(engine: &wasmtime::Engine) -> Result<SharedLinker, AdapterError> {
     let mut linker = Linker::new(engine);
-    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, WapcState::wasi)
+    wasi::add_p1_to_linker(&mut linker, WapcState::wasi)
         .map_err(|e| AdapterError::Engine(format!("cannot link WASI: {e:#}")))?;
     host_calls::add_to_linker(&mut linker)
         .map_err(|e| AdapterError::Engine(format!("cannot link the waPC host calls: {e:#}")))?;
@@ -181,11 +196,8 @@ impl WapcModule {
         limits: StoreLimits,
         ctx: &EvalContext,
     ) -> Result<Running<'_>, EvalError> {
-        let ticks = limits.deadline_ticks;
         let mut store = Store::new(self.pre.module().engine(), WapcState::new(limits, ctx));
-        store.limiter(|s| &mut s.limits);
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
+        StoreLimits::install(&mut store, |s| &mut s.limits);
         let instance = self.pre.instantiate(&mut store).map_err(|e| {
             match store.data().limits.classify(e) {
                 EvalError::Trap(msg) => EvalError::Instantiation(msg),

@@ -12,10 +12,16 @@ use super::WasiCommandState;
 use crate::capabilities::CallContext;
 use crate::wapc::HostFault;
 
+/// Longest binding, namespace or operation name, as for waPC.
+const MAX_NAME_BYTES: usize = 256;
+
+/// The bytes at `ptr..ptr + len`, in bounds and at most `max` of them: a
+/// guest cannot make the host copy more than the evaluation's transfer cap.
 fn read(
     caller: &mut Caller<'_, WasiCommandState>,
     ptr: i32,
     len: i32,
+    max: usize,
 ) -> wasmtime::Result<Vec<u8>> {
     let memory = caller
         .get_export("memory")
@@ -28,6 +34,11 @@ fn read(
     let len = usize::try_from(len).map_err(|_| {
         wasmtime::Error::new(HostFault(format!("host.call: negative length {len}")))
     })?;
+    if len > max {
+        return Err(wasmtime::Error::new(HostFault(format!(
+            "host.call: {len} bytes exceed the limit of {max} bytes"
+        ))));
+    }
     start
         .checked_add(len)
         .filter(|end| *end <= data.len())
@@ -44,7 +55,7 @@ fn read_string(
     ptr: i32,
     len: i32,
 ) -> wasmtime::Result<String> {
-    String::from_utf8(read(caller, ptr, len)?)
+    String::from_utf8(read(caller, ptr, len, MAX_NAME_BYTES)?)
         .map_err(|_| wasmtime::Error::new(HostFault("host.call: a name is not UTF-8".into())))
 }
 
@@ -65,8 +76,9 @@ pub(super) fn add_to_linker(linker: &mut Linker<WasiCommandState>) -> wasmtime::
             let binding = read_string(&mut caller, bd_ptr, bd_len)?;
             let namespace = read_string(&mut caller, ns_ptr, ns_len)?;
             let operation = read_string(&mut caller, op_ptr, op_len)?;
-            let payload = read(&mut caller, ptr, len)?;
-            let state = caller.data();
+            let max = caller.data().limits.guest.max_transfer_bytes;
+            let payload = read(&mut caller, ptr, len, max)?;
+            let state = caller.data_mut();
             let (status, answer) = match route(state, &binding, &namespace, &operation, &payload) {
                 Ok(answer) => (0, answer),
                 Err(message) => (1, message.into_bytes()),
@@ -81,7 +93,7 @@ pub(super) fn add_to_linker(linker: &mut Linker<WasiCommandState>) -> wasmtime::
 /// Kubewarden's `kubewarden` binding: `tracing/log` is always allowed, the
 /// rest is the embedder's to grant.
 fn route(
-    state: &WasiCommandState,
+    state: &mut WasiCommandState,
     binding: &str,
     namespace: &str,
     operation: &str,
@@ -93,7 +105,8 @@ fn route(
         ));
     }
     if (namespace, operation) == ("tracing", "log") {
-        crate::guest_log::log_kubewarden_event(&state.policy_id, payload);
+        let output = state.limits.output(&state.policy_id);
+        crate::guest_log::log_kubewarden_event(output, payload);
         return Ok(Vec::new());
     }
     let ctx = CallContext {

@@ -25,7 +25,8 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 use crate::capabilities::HostCapabilities;
 use crate::engine::StoreLimits;
 use crate::error::{AdapterError, EvalError};
-use crate::guest_log::{self, GuestLevel};
+use crate::guest_log::GuestLevel;
+use crate::limits::wasi::{self, Contained};
 use crate::types::{EvalContext, PolicyRequest, Settings, SettingsVerdict, ValidationResponse};
 
 use self::stdio::{CappedOutput, StdinPipe};
@@ -51,9 +52,15 @@ pub(crate) struct WasiCommandState {
     capabilities: Arc<dyn HostCapabilities>,
 }
 
+impl Contained for WasiCommandState {
+    fn limits(&mut self) -> &mut StoreLimits {
+        &mut self.limits
+    }
+}
+
 pub(crate) fn linker(engine: &wasmtime::Engine) -> Result<SharedLinker, AdapterError> {
     let mut linker = Linker::new(engine);
-    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut WasiCommandState| &mut s.wasi)
+    wasi::add_p1_to_linker(&mut linker, |s: &mut WasiCommandState| &mut s.wasi)
         .map_err(|e| AdapterError::Engine(format!("cannot link WASI: {e:#}")))?;
     host_call::add_to_linker(&mut linker)
         .map_err(|e| AdapterError::Engine(format!("cannot link host.call: {e:#}")))?;
@@ -102,24 +109,26 @@ impl WasiCommandModule {
         let stderr = CappedOutput::new(MAX_STDERR_BYTES);
         // No preopens and no environment: a policy reads its input and
         // nothing else of the host.
-        let wasi = wasmtime_wasi::WasiCtxBuilder::new()
+        // The shared policy context (no network, capped random reads) with
+        // this mode's own stdio: stdin is the payload, stdout the answer.
+        let mut limits = limits;
+        let policy_id: Arc<str> = ctx.policy_id.as_str().into();
+        let output = limits.output(&policy_id).clone();
+        let wasi = wasi::ctx_builder(&output, &limits)
             .args(&["policy.wasm", operation])
             .stdin(stdin.clone())
             .stdout(stdout.clone())
             .stderr(stderr.clone())
             .build_p1();
-        let ticks = limits.deadline_ticks;
         let state = WasiCommandState {
             limits,
             wasi,
             stdin,
-            policy_id: ctx.policy_id.as_str().into(),
+            policy_id,
             capabilities: ctx.capabilities.clone(),
         };
         let mut store = Store::new(self.pre.module().engine(), state);
-        store.limiter(|s| &mut s.limits);
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
+        StoreLimits::install(&mut store, |s| &mut s.limits);
         let instance = self.pre.instantiate(&mut store).map_err(|e| {
             match store.data().limits.classify(e) {
                 EvalError::Trap(msg) => EvalError::Instantiation(msg),
@@ -159,7 +168,7 @@ impl WasiCommandModule {
             }));
         }
         if !stderr.is_empty() {
-            guest_log::emit(&ctx.policy_id, GuestLevel::Info, &shown(&stderr), None);
+            output.log(GuestLevel::Info, &shown(&stderr), None);
         }
         Ok(stdout.contents())
     }
@@ -200,22 +209,6 @@ impl WasiCommandModule {
         let payload = crate::wapc::validate_payload(request, settings)?;
         let answer = self.run(limits, ctx, "validate", &payload)?;
         crate::wapc::parse_validation_response(&answer)
-    }
-
-    /// A command runs once per instance: `n` calls are `n` fresh instances.
-    pub(crate) fn validate_n(
-        &self,
-        limits: StoreLimits,
-        ctx: &EvalContext,
-        request: &PolicyRequest,
-        settings: &Settings,
-        n: usize,
-    ) -> Result<ValidationResponse, EvalError> {
-        let mut answer = self.validate(limits.clone(), ctx, request, settings)?;
-        for _ in 1..n {
-            answer = self.validate(limits.clone(), ctx, request, settings)?;
-        }
-        Ok(answer)
     }
 }
 

@@ -2,7 +2,8 @@
 //! limits, on the `portcullis:policy/policy` world.
 //!
 //! The behaviour comes from `settings.behaviour`: `accept` (default), `loop`,
-//! `memory-bomb`, `trap`, `counter`, `garbage`.
+//! `memory-bomb`, `trap`, `counter`, `garbage`, `sleep`, `log-flood`,
+//! `stdio-flood`, `huge-message`, `proc-exit`, `stack-overflow` (see the README).
 
 wit_bindgen::generate!({ path: "../../wit", world: "policy" });
 
@@ -26,6 +27,18 @@ fn accept(message: Option<String>, mutated_object: Option<String>) -> Validation
         mutated_object,
         warnings: Vec::new(),
         audit_annotations: Vec::new(),
+    }
+}
+
+/// Logs forever through the world's `host.log`.
+fn flood_log() -> ! {
+    let mut n: u64 = 0;
+    loop {
+        portcullis::policy::host::log(
+            portcullis::policy::host::LogLevel::Info,
+            &adversarial::flood_line(n),
+        );
+        n = n.wrapping_add(1);
     }
 }
 
@@ -59,6 +72,20 @@ impl Guest for Policy {
                 Behaviour::Counter => accept(Some(adversarial::count().to_string()), None),
                 // Valid UTF-8 (the WIT string type needs it), but not JSON.
                 Behaviour::Garbage => accept(None, Some("\u{0}not json {".to_string())),
+                Behaviour::Sleep => {
+                    adversarial::sleep();
+                    accept(None, None)
+                }
+                Behaviour::LogFlood => flood_log(),
+                Behaviour::StdioFlood => adversarial::flood_stdio(),
+                Behaviour::HugeMessage => ValidationResponse {
+                    accepted: false,
+                    ..accept(Some(adversarial::huge_message()), None)
+                },
+                Behaviour::ProcExit => adversarial::exit(),
+                Behaviour::StackOverflow => {
+                    accept(Some(adversarial::overflow_stack().to_string()), None)
+                }
             },
         )
     }

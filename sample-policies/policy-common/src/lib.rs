@@ -19,6 +19,12 @@ pub mod adversarial {
         "trap",
         "counter",
         "garbage",
+        "sleep",
+        "log-flood",
+        "stdio-flood",
+        "huge-message",
+        "proc-exit",
+        "stack-overflow",
     ];
 
     /// A behaviour of the adversarial guests.
@@ -36,6 +42,18 @@ pub mod adversarial {
         Counter,
         /// Return a response that is not JSON.
         Garbage,
+        /// Sleep for [`SLEEP`] with `std::thread::sleep` (a WASI clock wait).
+        Sleep,
+        /// Log through the host's log call in a loop, forever.
+        LogFlood,
+        /// Print to stdout and stderr in a loop, forever.
+        StdioFlood,
+        /// Reject with a message of [`HUGE_MESSAGE_BYTES`] bytes.
+        HugeMessage,
+        /// Exit the process with status [`EXIT_STATUS`] instead of answering.
+        ProcExit,
+        /// Recurse without bound until the call stack is exhausted.
+        StackOverflow,
     }
 
     impl Behaviour {
@@ -48,6 +66,12 @@ pub mod adversarial {
                 "trap" => Self::Trap,
                 "counter" => Self::Counter,
                 "garbage" => Self::Garbage,
+                "sleep" => Self::Sleep,
+                "log-flood" => Self::LogFlood,
+                "stdio-flood" => Self::StdioFlood,
+                "huge-message" => Self::HugeMessage,
+                "proc-exit" => Self::ProcExit,
+                "stack-overflow" => Self::StackOverflow,
                 _ => return None,
             })
         }
@@ -115,6 +139,85 @@ pub mod adversarial {
         CALLS.fetch_add(1, Ordering::Relaxed) + 1
     }
 
+    /// How long the `sleep` behaviour sleeps: far beyond any evaluation deadline.
+    pub const SLEEP: core::time::Duration = core::time::Duration::from_secs(30);
+
+    /// Sleeps for [`SLEEP`]. On wasm32-wasip1 this is one `poll_oneoff` with a
+    /// relative clock subscription; on wasm32-wasip2, a
+    /// `monotonic-clock.subscribe-duration` pollable and `pollable.block`.
+    pub fn sleep() {
+        std::thread::sleep(SLEEP);
+    }
+
+    /// The text of the `n`th message of the `log-flood` behaviour.
+    pub fn flood_line(n: u64) -> String {
+        format!("log-flood message {n}: the guest logs in a loop until its deadline")
+    }
+
+    /// Writes to stdout and stderr in a loop, forever: 1 KiB lines on stdout,
+    /// short ones on stderr. Write errors are ignored (unlike `println!`, which
+    /// panics), so the guest floods whatever the host does with the bytes.
+    pub fn flood_stdio() -> ! {
+        use std::io::Write;
+        let line = [b'#'; 1023];
+        let mut n: u64 = 0;
+        loop {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(&line);
+            let _ = writeln!(out, " stdout {n}");
+            drop(out);
+            let _ = writeln!(std::io::stderr().lock(), "stderr {n}");
+            n = n.wrapping_add(1);
+        }
+    }
+
+    /// The size of the `huge-message` behaviour's message: 48 MiB.
+    pub const HUGE_MESSAGE_BYTES: usize = 48 << 20;
+
+    /// The `huge-message` rejection as waPC JSON, built in one allocation so
+    /// that it fits a 64 MiB memory cap.
+    pub fn huge_rejection_json() -> Vec<u8> {
+        const HEAD: &[u8] = br#"{"accepted":false,"message":""#;
+        const TAIL: &[u8] = br#""}"#;
+        let mut json = Vec::with_capacity(HEAD.len() + HUGE_MESSAGE_BYTES + TAIL.len());
+        json.extend_from_slice(HEAD);
+        json.resize(HEAD.len() + HUGE_MESSAGE_BYTES, b'x');
+        json.extend_from_slice(TAIL);
+        json
+    }
+
+    /// The `huge-message` text, in one allocation.
+    pub fn huge_message() -> String {
+        "x".repeat(HUGE_MESSAGE_BYTES)
+    }
+
+    /// The status the `proc-exit` behaviour exits with.
+    pub const EXIT_STATUS: i32 = 3;
+
+    /// Exits with [`EXIT_STATUS`]: WASI `proc_exit` on wasip1,
+    /// `wasi:cli/exit.exit` on wasip2.
+    pub fn exit() -> ! {
+        std::process::exit(EXIT_STATUS)
+    }
+
+    /// Recurses until the call stack is exhausted. Each frame keeps a value
+    /// that the optimiser cannot see through, so the recursion cannot become
+    /// a loop; nothing is kept in linear memory, so it is the wasm call stack
+    /// that overflows, not the shadow stack.
+    pub fn overflow_stack() -> u64 {
+        #[inline(never)]
+        fn recurse(depth: u64) -> u64 {
+            let here = core::hint::black_box(depth);
+            if core::hint::black_box(here == u64::MAX) {
+                return here;
+            }
+            // Not `recurse(..) + here`: LLVM turns accumulator recursion into a loop.
+            let below = core::hint::black_box(recurse(here + 1));
+            below.rotate_left(1) ^ here
+        }
+        recurse(0)
+    }
+
     /// Parses the settings JSON text and checks the behaviour name.
     pub fn parse_settings(settings: &[u8]) -> Result<Behaviour, String> {
         let settings: Settings =
@@ -140,8 +243,22 @@ pub mod adversarial {
                 parse_settings(br#"{"behaviour":"memory-bomb","x":1}"#),
                 Ok(Behaviour::MemoryBomb)
             );
+            assert_eq!(
+                parse_settings(br#"{"behaviour":"stack-overflow"}"#),
+                Ok(Behaviour::StackOverflow)
+            );
             let err = parse_settings(br#"{"behaviour":"nope"}"#).unwrap_err();
             assert!(err.contains("\"nope\""), "{err}");
+        }
+
+        #[test]
+        fn the_huge_rejection_is_json_of_the_announced_size() {
+            let json = huge_rejection_json();
+            assert_eq!(json.capacity(), json.len(), "one exact allocation");
+            let value: serde_json::Value = serde_json::from_slice(&json).unwrap();
+            assert_eq!(value["accepted"], false);
+            assert_eq!(value["message"].as_str().unwrap().len(), HUGE_MESSAGE_BYTES);
+            assert_eq!(huge_message().len(), HUGE_MESSAGE_BYTES);
         }
     }
 }

@@ -1,0 +1,3 @@
+module portcullis.dev/sample-policies/adversarial-go
+
+go 1.26
