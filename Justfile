@@ -19,7 +19,13 @@ demo: policies build
     scripts/demo.sh
 
 # The whole test suite: unit, integration, end-to-end against a real kube-apiserver, and lints.
-test: policies go-tools lint test-policies
+# The test build comes first: its `portcullis` binary annotates the Python,
+# JavaScript and Go policies, so the CLI is not built a second time with
+# another feature set.
+test: go-tools
+    cargo test --workspace --no-run
+    PORTCULLIS="${CARGO_TARGET_DIR:-target}/debug/portcullis" scripts/build-policies.sh
+    just lint test-policies
     cargo test --workspace --no-fail-fast
     scripts/kind.sh test
 

@@ -112,9 +112,12 @@ cli() {
         if [[ -n "${PORTCULLIS:-}" ]]; then
             portcullis="$PORTCULLIS"
         else
-            echo "==> cargo build -p portcullis-host --bin portcullis (for portcullis annotate)" >&2
+            # The workspace's binaries, as `just build` makes them: building
+            # one package alone would compile its dependencies again with
+            # other features.
+            echo "==> cargo build --workspace --bins (for portcullis annotate)" >&2
             CARGO_TARGET_DIR="$host_target_dir" "$cargo" build -q --manifest-path "$repo/Cargo.toml" \
-                -p portcullis-host --bin portcullis
+                --workspace --bins
             portcullis="$host_target_dir/debug/portcullis"
         fi
     fi
