@@ -14,6 +14,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use crate::capabilities::{HostServices, ServicesConfig};
 use crate::evaluation::AppState;
 use crate::fetch::{FetchConfig, FetchError, ModuleFetcher};
 use crate::http::{listener, router};
@@ -222,7 +223,20 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         sources,
         docker_config: config.docker_config_json_path.clone(),
     })?;
-    let loader = PolicyLoader::new(engine, ModuleSource::new(fetcher), config.policy_timeout);
+    let services = HostServices::new(
+        ServicesConfig {
+            kubernetes: config.kubernetes.clone(),
+            registries: Some(fetcher.clone()),
+        },
+        tokio::runtime::Handle::current(),
+    )
+    .await;
+    let loader = PolicyLoader::new(
+        engine,
+        ModuleSource::new(fetcher),
+        config.policy_timeout,
+        Arc::clone(&services),
+    );
     let initial = loader.load(parsed, None, 1).await;
     let failures: Vec<FailedPolicy> = initial.failures().cloned().collect();
     if config.fail_fast && !failures.is_empty() {

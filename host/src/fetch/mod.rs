@@ -24,6 +24,7 @@
 
 mod docker_config;
 mod http;
+mod images;
 mod registry;
 mod store;
 mod tls;
