@@ -155,6 +155,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         queue_timeout: config.queue_timeout,
         always_accept_namespace: config.always_accept_namespace.clone(),
         ready: Arc::clone(&ready),
+        host_services: std::sync::OnceLock::new(),
     });
     let mut tasks = Vec::new();
 
@@ -231,6 +232,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         tokio::runtime::Handle::current(),
     )
     .await;
+    let _ = state.host_services.set(Arc::clone(&services));
     let loader = PolicyLoader::new(
         engine,
         ModuleSource::new(fetcher),
@@ -294,6 +296,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         )));
     }
 
+    // Not ready until the caches that the loaded policies read have synced,
+    // so that the first evaluations do not wait for them.
+    crate::capabilities::wait_for_caches(services.kubernetes()).await;
     ready.store(true, Ordering::Release);
     info!(
         %addr,
