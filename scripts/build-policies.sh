@@ -18,8 +18,11 @@ export CARGO_TARGET_DIR="${PORTCULLIS_WASM_TARGET_DIR:-$repo/target/wasm}"
 out_dir="$repo/target/policies"
 cargo="${CARGO:-cargo}"
 
-wasip1_crates=(pod-privileged-wapc default-labels-wapc adversarial-wapc)
-wasip2_crates=(pod-privileged-component default-labels-component adversarial-component)
+wasip1_crates=(pod-privileged-wapc default-labels-wapc adversarial-wapc
+    unique-ingress-host-wapc requester-can-i-wapc image-digest-wapc capability-probe-wapc)
+wasip2_crates=(pod-privileged-component default-labels-component adversarial-component
+    unique-ingress-host-component requester-can-i-component image-digest-component
+    capability-probe-component capability-probe-v01-component)
 
 if command -v rustup >/dev/null 2>&1; then
     installed="$(rustup target list --installed 2>/dev/null || true)"
