@@ -1,0 +1,384 @@
+//! Context-aware policies against the real API server of the test harness:
+//! the waPC samples (built on `kubewarden-policy-sdk`'s own helpers) and the
+//! component samples read Ingresses from the watch cache and ask
+//! SubjectAccessReviews; undeclared resources and ungranted capabilities are
+//! refused clearly while the other policies serve; without a cluster,
+//! context-aware policies fail closed.
+
+mod common;
+
+use std::time::Duration;
+
+use common::context::{
+    apply, eventually, ingress, ingress_review, kube_options, pod_review, policy,
+};
+use common::{Options, TestServer, fixture, policies_yaml};
+use portcullis_host::capabilities::KubeConfigSource;
+use portcullis_tests::control_plane::{ControlPlane, TestNamespace};
+use serde_json::json;
+
+const INGRESS_GRANTS: &str = "contextAwareResources:\n  - apiVersion: networking.k8s.io/v1\n    kind: Ingress\nhostCapabilities: [\"kubernetes/list_resources_all\"]\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unique_ingress_host_is_served_from_the_watch_cache_in_both_abis() {
+    let cp = ControlPlane::shared();
+    let ns = TestNamespace::new("unique-host");
+    let taken = format!("shop.{}.example.com", ns.name());
+    apply(cp, &ingress(ns.name(), "shop", &[&taken]));
+
+    let ids = ["unique-wapc", "unique-component"];
+    let yaml = policies_yaml(&[
+        (ids[0], policy("unique-ingress-host-wapc", INGRESS_GRANTS)),
+        (
+            ids[1],
+            policy("unique-ingress-host-component", INGRESS_GRANTS),
+        ),
+        ("privileged", policy("pod-privileged-wapc", "")),
+    ]);
+    let server = TestServer::start(&yaml, kube_options(cp)).await;
+
+    let free = format!("free.{}.example.com", ns.name());
+    for id in ids {
+        // The cache synced before the server reported ready: the very first
+        // evaluation sees the Ingress created before the start.
+        let response = server
+            .validate(id, &ingress_review("elsewhere", "web", &[&taken], "CREATE"))
+            .await;
+        assert_eq!(response["allowed"], false, "{id}: {response}");
+        assert_eq!(response["status"]["code"], 409, "{id}: {response}");
+        assert_eq!(
+            response["status"]["message"],
+            format!(
+                "Ingress host must be unique in the cluster: {taken} (already used by Ingress {}/shop)",
+                ns.name()
+            ),
+            "{id}"
+        );
+        let response = server
+            .validate(id, &ingress_review(ns.name(), "shop", &[&taken], "UPDATE"))
+            .await;
+        assert_eq!(
+            response["allowed"], true,
+            "{id}: an Ingress keeps its own host: {response}"
+        );
+        let response = server
+            .validate(id, &ingress_review("elsewhere", "web", &[&free], "CREATE"))
+            .await;
+        assert_eq!(response["allowed"], true, "{id}: {response}");
+    }
+
+    // The cache follows the cluster: a new Ingress takes the free host...
+    apply(cp, &ingress(ns.name(), "blog", &[&free]));
+    for id in ids {
+        eventually(
+            "the new Ingress in the cache",
+            Duration::from_secs(20),
+            || async {
+                let response = server
+                    .validate(id, &ingress_review("elsewhere", "web", &[&free], "CREATE"))
+                    .await;
+                response["allowed"] == false
+            },
+        )
+        .await;
+    }
+    // ...and a deleted one frees its host.
+    cp.kubectl_ok(&["delete", "ingress", "shop", "-n", ns.name()]);
+    for id in ids {
+        eventually(
+            "the deleted Ingress gone from the cache",
+            Duration::from_secs(20),
+            || async {
+                let response = server
+                    .validate(id, &ingress_review("elsewhere", "web", &[&taken], "CREATE"))
+                    .await;
+                response["allowed"] == true
+            },
+        )
+        .await;
+    }
+
+    let response = server
+        .validate("privileged", &fixture("pod-privileged.json"))
+        .await;
+    assert_eq!(response["allowed"], false, "{response}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undeclared_resources_and_ungranted_capabilities_are_refused_while_others_serve() {
+    let cp = ControlPlane::shared();
+    let yaml = policies_yaml(&[
+        (
+            "undeclared-wapc",
+            policy(
+                "unique-ingress-host-wapc",
+                "hostCapabilities: [\"kubernetes/*\"]\n",
+            ),
+        ),
+        (
+            "undeclared-component",
+            policy(
+                "unique-ingress-host-component",
+                "hostCapabilities: [\"kubernetes/*\"]\n",
+            ),
+        ),
+        (
+            "ungranted-wapc",
+            policy(
+                "unique-ingress-host-wapc",
+                "contextAwareResources:\n  - {apiVersion: networking.k8s.io/v1, kind: Ingress}\nhostCapabilities: [\"oci/*\"]\n",
+            ),
+        ),
+        (
+            "ungranted-component",
+            policy(
+                "unique-ingress-host-component",
+                "contextAwareResources:\n  - {apiVersion: networking.k8s.io/v1, kind: Ingress}\n",
+            ),
+        ),
+        (
+            "typo",
+            policy(
+                "unique-ingress-host-wapc",
+                "hostCapabilities: [\"kubernetes/list_resource_all\"]\n",
+            ),
+        ),
+        ("privileged", policy("pod-privileged-component", "")),
+    ]);
+    let server = TestServer::start(&yaml, kube_options(cp)).await;
+    let review = ingress_review("default", "web", &["x.example.com"], "CREATE");
+
+    for id in ["undeclared-wapc", "undeclared-component"] {
+        let response = server.validate(id, &review).await;
+        assert_eq!(response["allowed"], false, "{id}: {response}");
+        let message = response["status"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(&format!(
+                "policy {id} has not been granted access to Kubernetes networking.k8s.io/v1/Ingress: add {{apiVersion: networking.k8s.io/v1, kind: Ingress}} to its contextAwareResources"
+            )),
+            "{id}: {message}"
+        );
+    }
+    for (id, granted) in [("ungranted-wapc", "[oci/*]"), ("ungranted-component", "[]")] {
+        let response = server.validate(id, &review).await;
+        assert_eq!(response["allowed"], false, "{id}: {response}");
+        let message = response["status"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(&format!(
+                "policy {id} has not been granted the kubernetes/list_resources_all host capability (its hostCapabilities are {granted})"
+            )),
+            "{id}: {message}"
+        );
+    }
+    // A pattern naming no capability is a load error of that policy only.
+    let response = server.validate("typo", &review).await;
+    assert_eq!(response["allowed"], false, "{response}");
+    let message = response["status"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("unknown segment \"list_resource_all\"")
+            && message.contains("list_resources_all"),
+        "{message}"
+    );
+    let (status, readiness) = server.probe("/readiness").await;
+    assert_eq!(status, 200, "{readiness}");
+    assert!(readiness.contains("unknown segment"), "{readiness}");
+
+    let response = server
+        .validate("privileged", &fixture("pod-privileged.json"))
+        .await;
+    assert_eq!(response["allowed"], false, "{response}");
+    let response = server
+        .validate("privileged", &fixture("pod-unprivileged.json"))
+        .await;
+    assert_eq!(response["allowed"], true, "{response}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn can_i_asks_the_api_servers_authorizer_in_both_abis() {
+    let cp = ControlPlane::shared();
+    let ns = TestNamespace::new("can-i");
+    let alice = format!("alice-{}", ns.name());
+    apply(
+        cp,
+        &json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                "metadata": {"name": "privileged-workloads", "namespace": ns.name()},
+                "rules": [{"apiGroups": ["policies.example.com"],
+                           "resources": ["privileged-workloads"], "verbs": ["use"]}]}),
+    );
+    apply(
+        cp,
+        &json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                "metadata": {"name": "alice", "namespace": ns.name()},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                            "name": "privileged-workloads"},
+                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
+                              "name": alice}]}),
+    );
+    let settings = "settings: {verb: use, group: policies.example.com, resource: privileged-workloads}\nhostCapabilities: [\"kubernetes/can_i\"]\n";
+    let yaml = policies_yaml(&[
+        ("can-i-wapc", policy("requester-can-i-wapc", settings)),
+        (
+            "can-i-component",
+            policy("requester-can-i-component", settings),
+        ),
+    ]);
+    let server = TestServer::start(&yaml, kube_options(cp)).await;
+    for id in ["can-i-wapc", "can-i-component"] {
+        // RBAC objects take effect in the authorizer's cache within moments.
+        eventually(
+            "the RoleBinding in the authorizer",
+            Duration::from_secs(20),
+            || async {
+                let review = pod_review(ns.name(), &alice, &["system:authenticated"], &["nginx"]);
+                server.validate(id, &review).await["allowed"] == true
+            },
+        )
+        .await;
+        let review = pod_review(ns.name(), "bob", &["system:authenticated"], &["nginx"]);
+        let response = server.validate(id, &review).await;
+        assert_eq!(response["allowed"], false, "{id}: {response}");
+        assert_eq!(response["status"]["code"], 403, "{id}: {response}");
+        assert_eq!(
+            response["status"]["message"],
+            format!(
+                "user bob is not allowed to use privileged-workloads.policies.example.com in namespace {}",
+                ns.name()
+            ),
+            "{id}"
+        );
+        // Alice's grant is namespaced.
+        let review = pod_review("default", &alice, &["system:authenticated"], &["nginx"]);
+        let response = server.validate(id, &review).await;
+        assert_eq!(response["allowed"], false, "{id}: {response}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_cluster_context_aware_policies_fail_closed_and_the_others_serve() {
+    let yaml = policies_yaml(&[
+        ("unique", policy("unique-ingress-host-wapc", INGRESS_GRANTS)),
+        (
+            "can-i",
+            policy(
+                "requester-can-i-component",
+                "settings: {verb: use, resource: things}\nhostCapabilities: [\"*\"]\n",
+            ),
+        ),
+        ("privileged", policy("pod-privileged-wapc", "")),
+    ]);
+    for (source, reason) in [
+        (
+            KubeConfigSource::Disabled,
+            "access to Kubernetes is disabled",
+        ),
+        (
+            KubeConfigSource::File("/nonexistent/kubeconfig".into()),
+            "cannot read kubeconfig /nonexistent/kubeconfig",
+        ),
+    ] {
+        let options = Options {
+            tweak: Box::new(move |config| config.kubernetes = source),
+            ..Options::default()
+        };
+        let server = TestServer::start(&yaml, options).await;
+        let (status, _) = server.probe("/readiness").await;
+        assert_eq!(status, 200, "the server serves without a cluster");
+
+        let response = server
+            .validate(
+                "unique",
+                &ingress_review("a", "b", &["c.example.com"], "CREATE"),
+            )
+            .await;
+        assert_eq!(response["allowed"], false, "{response}");
+        let message = response["status"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message
+                .contains("the cache of Kubernetes networking.k8s.io/v1/Ingress is not available")
+                && message.contains(reason),
+            "{message}"
+        );
+        let response = server
+            .validate("can-i", &pod_review("a", "bob", &[], &["nginx"]))
+            .await;
+        assert_eq!(response["allowed"], false, "{response}");
+        let message = response["status"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("no Kubernetes API server") && message.contains(reason),
+            "{message}"
+        );
+
+        let response = server
+            .validate("privileged", &fixture("pod-unprivileged.json"))
+            .await;
+        assert_eq!(response["allowed"], true, "{response}");
+        server.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_waits_for_the_caches_of_the_loaded_policies() {
+    // An API server that accepts connections and never answers: the cache of
+    // the policy's kind stays "syncing".
+    let blackhole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = blackhole.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for connection in blackhole.incoming() {
+            held.push(connection);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: c\n\
+             clusters: [{{name: c, cluster: {{server: \"https://{address}\", insecure-skip-tls-verify: true}}}}]\n\
+             users: [{{name: u, user: {{token: t}}}}]\n\
+             contexts: [{{name: c, context: {{cluster: c, user: u}}}}]\n"
+        ),
+    )
+    .unwrap();
+    let probe_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let options = Options {
+        tweak: Box::new(move |config| {
+            config.kubernetes = KubeConfigSource::File(kubeconfig);
+            config.readiness_port = probe_port;
+        }),
+        ..Options::default()
+    };
+    let yaml = policies_yaml(&[("unique", policy("unique-ingress-host-wapc", INGRESS_GRANTS))]);
+    let readiness = format!("http://127.0.0.1:{probe_port}/readiness");
+    let observe = async {
+        let mut seen_syncing = false;
+        let until = std::time::Instant::now() + Duration::from_secs(3);
+        while std::time::Instant::now() < until {
+            if let Ok(response) = reqwest_oci::get(&readiness).await {
+                let status = response.status().as_u16();
+                let body = response.text().await.unwrap_or_default();
+                assert_eq!(status, 503, "ready while a cache it needs syncs: {body}");
+                seen_syncing |= body.contains(
+                    r#""contextAwareCaches":{"networking.k8s.io/v1/Ingress":{"state":"syncing"}}"#,
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        seen_syncing
+    };
+    tokio::select! {
+        started = TestServer::try_start(&yaml, options) => {
+            panic!("start() returned while a cache syncs: {:?}", started.err());
+        }
+        seen_syncing = observe => {
+            assert!(seen_syncing, "the readiness report shows the syncing cache");
+        }
+    }
+}
