@@ -10,12 +10,13 @@ mod common;
 use std::time::Duration;
 
 use common::context::{
-    apply, eventually, ingress, ingress_review, kube_options, pod_review, policy,
+    apply, eventually, ingress, ingress_review, kube_options, pod_review, policy, probe,
+    probe_answer, probe_refusal,
 };
 use common::{Options, TestServer, fixture, policies_yaml};
 use portcullis_host::capabilities::KubeConfigSource;
 use portcullis_tests::control_plane::{ControlPlane, TestNamespace};
-use serde_json::json;
+use serde_json::{Value, json};
 
 const INGRESS_GRANTS: &str = "contextAwareResources:\n  - apiVersion: networking.k8s.io/v1\n    kind: Ingress\nhostCapabilities: [\"kubernetes/list_resources_all\"]\n";
 
@@ -381,4 +382,143 @@ async fn readiness_waits_for_the_caches_of_the_loaded_policies() {
             assert!(seen_syncing, "the readiness report shows the syncing cache");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespaced_lists_selectors_masks_and_gets_through_sdk_helpers_and_imports() {
+    let cp = ControlPlane::shared();
+    let ns = TestNamespace::new("probe");
+    for (name, app) in [("cm-a", "a"), ("cm-b", "b"), ("cm-c", "a")] {
+        apply(
+            cp,
+            &json!({"apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": name, "namespace": ns.name(), "labels": {"app": app}},
+                    "data": {"key": format!("value of {name}")}}),
+        );
+    }
+    let grants = "contextAwareResources:\n  - {apiVersion: v1, kind: ConfigMap}\n  - {apiVersion: v1, kind: Namespace}\n";
+    let query = json!({"api_version": "v1", "kind": "ConfigMap", "namespace": ns.name(),
+                       "label_selector": "app=a", "field_selector": "metadata.name!=cm-c",
+                       "field_masks": ["metadata.name", "data"]});
+    let get = |name: &str, masks: Value, disable_cache: bool| {
+        json!({"api_version": "v1", "kind": "ConfigMap", "name": name, "namespace": ns.name(),
+               "disable_cache": disable_cache, "field_masks": masks})
+    };
+    let wapc = "capability-probe-wapc";
+    let component = "capability-probe-component";
+    let v01 = "capability-probe-v01-component";
+    let mut v01_query = query.clone();
+    v01_query["field_masks"] = Value::Null;
+    let entries = [
+        (
+            "list-wapc",
+            probe(wapc, "list_configmaps", query.clone(), grants),
+        ),
+        (
+            "list-component",
+            probe(component, "list", query.clone(), grants),
+        ),
+        ("list-v01", probe(v01, "list", v01_query, grants)),
+        (
+            "get-masked-wapc",
+            probe(
+                wapc,
+                "get_resource",
+                get("cm-b", json!(["data"]), false),
+                grants,
+            ),
+        ),
+        (
+            "get-masked-component",
+            probe(
+                component,
+                "get",
+                get("cm-b", json!(["data"]), false),
+                grants,
+            ),
+        ),
+        (
+            "get-fresh-wapc",
+            probe(wapc, "get_resource", get("cm-b", Value::Null, true), grants),
+        ),
+        (
+            "get-fresh-v01",
+            probe(v01, "get", get("cm-b", Value::Null, true), grants),
+        ),
+        (
+            "get-missing-wapc",
+            probe(
+                wapc,
+                "get_resource",
+                get("nope", Value::Null, false),
+                grants,
+            ),
+        ),
+        (
+            "list-cluster-scoped-by-namespace",
+            probe(
+                component,
+                "list",
+                json!({"api_version": "v1", "kind": "Namespace", "namespace": ns.name()}),
+                grants,
+            ),
+        ),
+    ];
+    let server = TestServer::start(&policies_yaml(&entries), kube_options(cp)).await;
+
+    for id in ["list-wapc", "list-component"] {
+        let list = probe_answer(&server, id).await;
+        assert_eq!(list["apiVersion"], "v1", "{id}: {list}");
+        assert_eq!(list["kind"], "ConfigMapList", "{id}: {list}");
+        let items = list["items"].as_array().unwrap();
+        assert_eq!(items.len(), 1, "{id}: {list}");
+        assert_eq!(items[0]["metadata"]["name"], "cm-a", "{id}");
+        assert_eq!(items[0]["data"]["key"], "value of cm-a", "{id}");
+        assert!(
+            items[0]["metadata"].get("labels").is_none(),
+            "{id}: masked out: {list}"
+        );
+    }
+    let list = probe_answer(&server, "list-v01").await;
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{list}");
+    assert_eq!(
+        items[0]["metadata"]["labels"]["app"], "a",
+        "no mask in 0.1: {list}"
+    );
+    assert!(
+        items[0]["metadata"].get("managedFields").is_none(),
+        "{list}"
+    );
+
+    for id in ["get-masked-wapc", "get-masked-component"] {
+        assert_eq!(
+            probe_answer(&server, id).await,
+            json!({"data": {"key": "value of cm-b"}}),
+            "{id}"
+        );
+    }
+    for id in ["get-fresh-wapc", "get-fresh-v01"] {
+        let object = probe_answer(&server, id).await;
+        assert_eq!(object["kind"], "ConfigMap", "{id}: {object}");
+        assert_eq!(object["metadata"]["name"], "cm-b", "{id}: {object}");
+        assert!(
+            object["metadata"].get("managedFields").is_none(),
+            "{id}: {object}"
+        );
+    }
+    let message = probe_refusal(&server, "get-missing-wapc").await;
+    assert!(
+        message.contains(&format!(
+            "Kubernetes v1/ConfigMap \"nope\" not found in namespace \"{}\"",
+            ns.name()
+        )),
+        "{message}"
+    );
+    let message = probe_refusal(&server, "list-cluster-scoped-by-namespace").await;
+    assert!(
+        message.contains("Kubernetes v1/Namespace is cluster-scoped"),
+        "{message}"
+    );
+    server.stop().await;
 }

@@ -12,13 +12,15 @@ mod registry;
 
 use std::collections::BTreeMap;
 
-use common::context::{pod_review, policy};
-use common::{Options, TestServer, decode_patch, fixture, policies_yaml};
+use common::context::{
+    pod_review, policy, probe, probe_answer as answer, probe_refusal as refusal,
+};
+use common::{Options, TestServer, decode_patch, policies_yaml};
 use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
 use oci_client::secrets::RegistryAuth;
 use portcullis_host::fetch::{FetchConfig, ModuleFetcher, SourcesConfig};
 use registry::Registry;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const PROBES: [&str; 3] = [
     "capability-probe-wapc",
@@ -57,37 +59,6 @@ async fn push_image(registry: &Registry, repo_tag: &str) -> String {
         .fetch_manifest_digest(&reference, &RegistryAuth::Anonymous)
         .await
         .unwrap()
-}
-
-fn probe(id: &str, module: &str, call: &str, arg: Value) -> (String, String) {
-    (
-        id.to_string(),
-        policy(
-            module,
-            &format!(
-                "settings: {}\nhostCapabilities: [\"*\"]\n",
-                json!({"call": call, "arg": arg})
-            ),
-        ),
-    )
-}
-
-/// The probe's answer: the JSON in the message of an accepted response.
-async fn answer(server: &TestServer, id: &str) -> Value {
-    let response = server.validate(id, &fixture("pod-unprivileged.json")).await;
-    assert_eq!(response["allowed"], true, "{id}: {response}");
-    serde_json::from_str(response["status"]["message"].as_str().unwrap_or("null"))
-        .unwrap_or_else(|e| panic!("{id}: {e}: {response}"))
-}
-
-/// The probe's refusal message.
-async fn refusal(server: &TestServer, id: &str) -> String {
-    let response = server.validate(id, &fixture("pod-unprivileged.json")).await;
-    assert_eq!(response["allowed"], false, "{id}: {response}");
-    response["status"]["message"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
 }
 
 fn server_options(dir: &std::path::Path, registry: &Registry) -> Options {
@@ -167,49 +138,50 @@ async fn registry_dns_and_certificate_capabilities_answer_every_probe() {
     let chain = Chain::new();
     let mut entries = Vec::new();
     for module in PROBES {
-        entries.push(probe(
-            &format!("{module}-digest"),
-            module,
-            "manifest_digest",
-            json!(image),
+        entries.push((
+            format!("{module}-digest"),
+            probe(module, "manifest_digest", json!(image), ""),
         ));
-        entries.push(probe(
-            &format!("{module}-dns"),
-            module,
-            "dns",
-            json!("localhost"),
+        entries.push((
+            format!("{module}-dns"),
+            probe(module, "dns", json!("localhost"), ""),
         ));
-        entries.push(probe(
-            &format!("{module}-trusted"),
-            module,
-            "certificate",
-            json!({"cert": chain.leaf, "chain": [chain.intermediate, chain.root]}),
+        entries.push((
+            format!("{module}-trusted"),
+            probe(
+                module,
+                "certificate",
+                json!({"cert": chain.leaf, "chain": [chain.intermediate, chain.root]}),
+                "",
+            ),
         ));
-        entries.push(probe(
-            &format!("{module}-untrusted"),
-            module,
-            "certificate",
-            json!({"cert": chain.leaf, "chain": [chain.intermediate, chain.other_root]}),
+        entries.push((
+            format!("{module}-untrusted"),
+            probe(
+                module,
+                "certificate",
+                json!({"cert": chain.leaf, "chain": [chain.intermediate, chain.other_root]}),
+                "",
+            ),
         ));
     }
     for module in &PROBES[..2] {
-        entries.push(probe(
-            &format!("{module}-manifest"),
-            module,
-            "manifest",
-            json!(image),
+        entries.push((
+            format!("{module}-manifest"),
+            probe(module, "manifest", json!(image), ""),
         ));
-        entries.push(probe(
-            &format!("{module}-config"),
-            module,
-            "manifest_and_config",
-            json!(image),
+        entries.push((
+            format!("{module}-config"),
+            probe(module, "manifest_and_config", json!(image), ""),
         ));
-        entries.push(probe(
-            &format!("{module}-verify"),
-            module,
-            "verify_pub_keys",
-            json!({"image": image, "keys": ["-----BEGIN PUBLIC KEY-----"]}),
+        entries.push((
+            format!("{module}-verify"),
+            probe(
+                module,
+                "verify_pub_keys",
+                json!({"image": image, "keys": ["-----BEGIN PUBLIC KEY-----"]}),
+                "",
+            ),
         ));
     }
     let entries: Vec<(&str, String)> = entries

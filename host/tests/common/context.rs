@@ -114,3 +114,37 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A policies.yml body for a capability probe (`capability-probe-*`) that
+/// makes `call` with `arg`, granted `*` and then `extra` lines.
+pub fn probe(module: &str, call: &str, arg: Value, extra: &str) -> String {
+    policy(
+        module,
+        &format!(
+            "settings: {}\nhostCapabilities: [\"*\"]\n{extra}",
+            json!({"call": call, "arg": arg})
+        ),
+    )
+}
+
+/// A probe's answer: the JSON in the message of its accepted response.
+pub async fn probe_answer(server: &super::TestServer, id: &str) -> Value {
+    let response = server
+        .validate(id, &super::fixture("pod-unprivileged.json"))
+        .await;
+    assert_eq!(response["allowed"], true, "{id}: {response}");
+    serde_json::from_str(response["status"]["message"].as_str().unwrap_or("null"))
+        .unwrap_or_else(|e| panic!("{id}: {e}: {response}"))
+}
+
+/// A probe's refusal: the message of its rejected response.
+pub async fn probe_refusal(server: &super::TestServer, id: &str) -> String {
+    let response = server
+        .validate(id, &super::fixture("pod-unprivileged.json"))
+        .await;
+    assert_eq!(response["allowed"], false, "{id}: {response}");
+    response["status"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}

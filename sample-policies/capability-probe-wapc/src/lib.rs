@@ -10,20 +10,22 @@
 //! |---|---|---|
 //! | `get_resource` | a `GetResourceRequest` | `kubernetes::get_resource::<Value>` |
 //! | `list_namespaces` | a `ListAllResourcesRequest` | `kubernetes::list_all_resources::<Namespace>` |
+//! | `list_configmaps` | a `ListResourcesByNamespaceRequest` | `kubernetes::list_resources_by_namespace::<ConfigMap>` |
 //! | `count` | a `ListAllResourcesRequest` of Namespaces, RoleBindings or Ingresses | `list_all_resources`, typed; answers `{"items": N}` (the load benchmark's policy) |
 //! | `manifest_digest`, `manifest`, `manifest_and_config` | an image | `oci::get_manifest_digest` / `get_manifest` / `get_manifest_and_config` |
 //! | `verify_pub_keys` | `{"image", "keys"}` | `verification::verify_pub_keys_image` |
 //! | `dns` | a host name | `net::lookup_host` |
 //! | `certificate` | `{"cert", "chain", "not_after"}` (PEM text) | `crypto::verify_cert` |
 
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kubewarden_policy_sdk::host_capabilities::crypto::{
     BoolWithReason, Certificate, CertificateEncoding, verify_cert,
 };
 use kubewarden_policy_sdk::host_capabilities::kubernetes::{
-    GetResourceRequest, ListAllResourcesRequest, get_resource, list_all_resources,
+    GetResourceRequest, ListAllResourcesRequest, ListResourcesByNamespaceRequest, get_resource,
+    list_all_resources, list_resources_by_namespace,
 };
 use kubewarden_policy_sdk::host_capabilities::{net, oci, verification};
 use kubewarden_policy_sdk::{
@@ -87,6 +89,12 @@ fn call(settings: &Settings) -> Result<Value, String> {
             let request: ListAllResourcesRequest =
                 serde_json::from_value(arg).map_err(|e| e.to_string())?;
             let list = list_all_resources::<Namespace>(&request).map_err(err)?;
+            json(serde_json::to_value(list))
+        }
+        "list_configmaps" => {
+            let request: ListResourcesByNamespaceRequest =
+                serde_json::from_value(arg).map_err(|e| e.to_string())?;
+            let list = list_resources_by_namespace::<ConfigMap>(&request).map_err(err)?;
             json(serde_json::to_value(list))
         }
         "count" => {
