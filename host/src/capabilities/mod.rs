@@ -12,6 +12,7 @@
 //! - [`grants`]: `hostCapabilities` patterns, validated against the known
 //!   capability tree.
 //! - [`request`]: the wire payloads, decoded into kwctl's request enum.
+//! - [`scope`]: namespaced policies read only their own namespace.
 //! - [`kubernetes`]: watch caches and bounded answer caches.
 //! - [`oci`], [`net`], [`crypto`]: registries, DNS, certificate checks.
 //! - [`session`]: kwctl-format record and replay; [`oneshot`]: live,
@@ -26,6 +27,7 @@ pub mod net;
 pub mod oci;
 pub mod oneshot;
 pub mod request;
+pub mod scope;
 pub mod session;
 
 use std::collections::BTreeSet;
@@ -40,6 +42,7 @@ pub use self::kubernetes::{
     KubeConfigSource, KubeContext, ListQuery, ResourceType, ResourceWatch, WatchState,
 };
 pub use self::request::{CallbackRequestType, HostRequest};
+pub use self::scope::PolicyScope;
 pub use self::session::{Recorder, Replayer, SessionError};
 use crate::fetch::ModuleFetcher;
 
@@ -181,6 +184,7 @@ impl CapabilityBackend for HostServices {
 pub struct PolicyCapabilities {
     grants: CapabilityGrants,
     resources: BTreeSet<ResourceType>,
+    scope: PolicyScope,
     backend: Arc<dyn CapabilityBackend>,
     /// Keeps the policy's watch caches running while it is loaded.
     _watches: Vec<Arc<ResourceWatch>>,
@@ -191,6 +195,7 @@ impl std::fmt::Debug for PolicyCapabilities {
         f.debug_struct("PolicyCapabilities")
             .field("grants", &self.grants)
             .field("resources", &self.resources)
+            .field("scope", &self.scope)
             .finish_non_exhaustive()
     }
 }
@@ -205,6 +210,7 @@ impl PolicyCapabilities {
         Self {
             grants,
             resources: resources.into_iter().collect(),
+            scope: PolicyScope::ClusterWide,
             backend,
             _watches: Vec::new(),
         }
@@ -213,6 +219,12 @@ impl PolicyCapabilities {
     /// Keeps `watches` alive as long as these capabilities.
     pub fn with_watches(mut self, watches: Vec<Arc<ResourceWatch>>) -> Self {
         self._watches = watches;
+        self
+    }
+
+    /// Restricts the policy's Kubernetes reads to `scope`.
+    pub fn with_scope(mut self, scope: PolicyScope) -> Self {
+        self.scope = scope;
         self
     }
 }
@@ -254,6 +266,7 @@ impl HostCapabilities for PolicyCapabilities {
                         )));
                     }
                 }
+                self.scope.check(policy_id, &request)?;
                 self.backend.call(ctx, &request)
             }
         }
