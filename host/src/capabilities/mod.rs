@@ -140,17 +140,24 @@ impl HostServices {
             .collect()
     }
 
-    /// The capabilities of a policy with these `hostCapabilities` patterns and
-    /// `contextAwareResources`, served live. Starts the watches it needs.
+    /// The capabilities of policy `policy_id` (for a group member, the
+    /// group's id) with these `hostCapabilities` patterns and
+    /// `contextAwareResources`, served live, in the [`PolicyScope`] of its id.
+    /// Starts the watches it needs.
     pub fn policy_capabilities(
         self: &Arc<Self>,
+        policy_id: &str,
         host_capabilities: &[String],
         resources: impl IntoIterator<Item = ResourceType>,
     ) -> Result<PolicyCapabilities, GrantError> {
         let grants = CapabilityGrants::new(host_capabilities)?;
         let resources: BTreeSet<ResourceType> = resources.into_iter().collect();
         let watches = self.start_watches(&resources);
-        Ok(PolicyCapabilities::new(grants, resources, Arc::clone(self) as _).with_watches(watches))
+        Ok(
+            PolicyCapabilities::new(grants, resources, Arc::clone(self) as _)
+                .with_watches(watches)
+                .with_scope(PolicyScope::of_policy(policy_id)),
+        )
     }
 }
 

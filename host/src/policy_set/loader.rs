@@ -114,18 +114,19 @@ impl PolicyLoader {
                 .context_aware_resources
                 .iter()
                 .map(|r| ResourceType::new(&r.api_version, &r.kind));
-            let capabilities = match self
-                .services
-                .policy_capabilities(&config.host_capabilities, resources)
-            {
-                Ok(capabilities) => capabilities,
-                Err(e) => {
-                    let mut state = failed_policy(&id, e.to_string(), Some(&config));
-                    state.module_digest = Some(digest);
-                    states.insert(id, PolicyState::Failed(Arc::new(state)));
-                    continue;
-                }
-            };
+            let capabilities =
+                match self
+                    .services
+                    .policy_capabilities(&id, &config.host_capabilities, resources)
+                {
+                    Ok(capabilities) => capabilities,
+                    Err(e) => {
+                        let mut state = failed_policy(&id, e.to_string(), Some(&config));
+                        state.module_digest = Some(digest);
+                        states.insert(id, PolicyState::Failed(Arc::new(state)));
+                        continue;
+                    }
+                };
             let policy = LoadedPolicy {
                 id: id.clone(),
                 timeout: config
