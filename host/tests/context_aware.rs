@@ -522,3 +522,135 @@ async fn namespaced_lists_selectors_masks_and_gets_through_sdk_helpers_and_impor
     );
     server.stop().await;
 }
+
+/// AdmissionPolicies (`namespaced-<ns>.<name>`, the controller's ids) read
+/// only their own namespace, through both ABIs; cluster-wide policies on the
+/// same server read everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespaced_policies_read_only_their_own_namespace() {
+    let cp = ControlPlane::shared();
+    let own = TestNamespace::new("tenant-a");
+    let other = TestNamespace::new("tenant-b");
+    for ns in [&own, &other] {
+        apply(
+            cp,
+            &json!({"apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": "settings", "namespace": ns.name()},
+                    "data": {"owner": ns.name()}}),
+        );
+    }
+    let grants = "contextAwareResources:\n  - {apiVersion: v1, kind: ConfigMap}\n  - {apiVersion: v1, kind: Namespace}\n";
+    let list_in = |ns: &TestNamespace| json!({"api_version": "v1", "kind": "ConfigMap", "namespace": ns.name(), "field_selector": "metadata.name=settings"});
+    let list_all = json!({"api_version": "v1", "kind": "ConfigMap", "field_selector": "metadata.name=settings"});
+    let get_in = |ns: &TestNamespace| {
+        json!({"api_version": "v1", "kind": "ConfigMap", "name": "settings",
+               "namespace": ns.name(), "disable_cache": false})
+    };
+    let get_namespace = |ns: &TestNamespace| json!({"api_version": "v1", "kind": "Namespace", "name": ns.name(), "disable_cache": false});
+    let wapc = "capability-probe-wapc";
+    let component = "capability-probe-component";
+    let id = |name: &str| format!("namespaced-{}.{name}", own.name());
+    let entries = [
+        (
+            id("own-wapc"),
+            probe(wapc, "list_configmaps", list_in(&own), grants),
+        ),
+        (
+            id("own-component"),
+            probe(component, "list", list_in(&own), grants),
+        ),
+        (id("own-get"), probe(component, "get", get_in(&own), grants)),
+        (
+            id("own-namespace"),
+            probe(wapc, "get_resource", get_namespace(&own), grants),
+        ),
+        (
+            id("other-wapc"),
+            probe(wapc, "list_configmaps", list_in(&other), grants),
+        ),
+        (
+            id("other-component"),
+            probe(component, "list", list_in(&other), grants),
+        ),
+        (
+            id("other-get"),
+            probe(wapc, "get_resource", get_in(&other), grants),
+        ),
+        (
+            id("other-namespace"),
+            probe(component, "get", get_namespace(&other), grants),
+        ),
+        (
+            id("all"),
+            probe(component, "list", list_all.clone(), grants),
+        ),
+        (
+            "clusterwide-other".to_string(),
+            probe(wapc, "list_configmaps", list_in(&other), grants),
+        ),
+        (
+            "clusterwide-all".to_string(),
+            probe(component, "list", list_all, grants),
+        ),
+    ];
+    let entries: Vec<(&str, String)> = entries
+        .iter()
+        .map(|(i, p)| (i.as_str(), p.clone()))
+        .collect();
+    let server = TestServer::start(&policies_yaml(&entries), kube_options(cp)).await;
+
+    // Refused first: the refusals must not hurt the policies that serve.
+    for (name, target) in [
+        (
+            "other-wapc",
+            format!("not of namespace \"{}\"", other.name()),
+        ),
+        (
+            "other-component",
+            format!("not of namespace \"{}\"", other.name()),
+        ),
+        (
+            "other-get",
+            format!("not of namespace \"{}\"", other.name()),
+        ),
+        (
+            "other-namespace",
+            format!("not of the cluster-scoped object \"{}\"", other.name()),
+        ),
+        ("all", "not of all namespaces".to_string()),
+    ] {
+        let message = probe_refusal(&server, &id(name)).await;
+        assert!(
+            message.contains(&format!("is namespaced to \"{}\"", own.name()))
+                && message.contains(&target),
+            "{name}: {message}"
+        );
+    }
+    for name in ["own-wapc", "own-component"] {
+        let list = probe_answer(&server, &id(name)).await;
+        let items = list["items"].as_array().unwrap();
+        assert_eq!(items.len(), 1, "{name}: {list}");
+        assert_eq!(items[0]["data"]["owner"], own.name(), "{name}");
+    }
+    assert_eq!(
+        probe_answer(&server, &id("own-get")).await["data"]["owner"],
+        own.name()
+    );
+    assert_eq!(
+        probe_answer(&server, &id("own-namespace")).await["metadata"]["name"],
+        own.name()
+    );
+    let list = probe_answer(&server, "clusterwide-other").await;
+    assert_eq!(list["items"][0]["data"]["owner"], other.name(), "{list}");
+    let list = probe_answer(&server, "clusterwide-all").await;
+    let owners: Vec<&Value> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| &i["data"]["owner"])
+        .collect();
+    for ns in [&own, &other] {
+        assert!(owners.contains(&&json!(ns.name())), "{list}");
+    }
+    server.stop().await;
+}
