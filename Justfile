@@ -58,6 +58,12 @@ bench-load: policies
     cargo build --release -p portcullis-host --bins
     bench/load.sh
 
+# Load benchmark of context-aware policies (3,000 Namespaces, 10,000 RoleBindings) against the local control plane; needs kubectl.
+bench-context-aware: policies
+    PORTCULLIS_SETUP_BENCH=1 scripts/setup.sh
+    scripts/go-tools.sh control-plane
+    bench/context-aware.sh
+
 # Start the local control plane (etcd, kube-apiserver, kube-controller-manager) in the background.
 cluster-up:
     scripts/control-plane.sh up

@@ -35,8 +35,11 @@ export PATH="$HOME/.cache/portcullis/bin:$PATH"
 out_dir="$repo/target/policies"
 cargo="${CARGO:-cargo}"
 
-wasip1_crates=(pod-privileged-wapc default-labels-wapc adversarial-wapc)
-wasip2_crates=(pod-privileged-component default-labels-component adversarial-component)
+wasip1_crates=(pod-privileged-wapc default-labels-wapc adversarial-wapc
+    unique-ingress-host-wapc requester-can-i-wapc image-digest-wapc capability-probe-wapc)
+wasip2_crates=(pod-privileged-component default-labels-component adversarial-component
+    unique-ingress-host-component requester-can-i-component image-digest-component
+    capability-probe-component capability-probe-v01-component)
 # Standard Go modules under sample-policies/ without dependencies: they build
 # offline, and Go's build cache makes a second run take a second.
 go_guests=(adversarial-go)

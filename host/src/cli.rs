@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use portcullis_telemetry::TelemetryArgs;
 
+use crate::capabilities::KubeConfigSource;
 use crate::server_config::{ServerConfig, default_workers};
 use crate::tls::TlsFiles;
 
@@ -111,6 +112,10 @@ pub struct PolicyServerArgs {
     /// Compiled-module cache [default: <policies-download-dir>/compiled-cache].
     #[arg(long, env = "PORTCULLIS_COMPILED_CACHE_DIR")]
     pub compiled_cache_dir: Option<PathBuf>,
+    /// Kubeconfig of the cluster that context-aware policies read [default:
+    /// $KUBECONFIG, ~/.kube/config, then the in-cluster service account].
+    #[arg(long, env = "PORTCULLIS_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
 }
 
 impl PolicyServerArgs {
@@ -150,6 +155,10 @@ impl PolicyServerArgs {
             fail_fast: self.fail_fast,
             compiled_cache_dir: self.compiled_cache_dir.clone(),
             fetch_retry_interval: self.fetch_retry_interval,
+            kubernetes: self
+                .kubeconfig
+                .clone()
+                .map_or(KubeConfigSource::Infer, KubeConfigSource::File),
             ..ServerConfig::default()
         }
     }

@@ -71,6 +71,9 @@ pub struct AppState {
     pub always_accept_namespace: Option<String>,
     /// Set once the initial policy set is loaded and the listener is up.
     pub ready: Arc<AtomicBool>,
+    /// The host capabilities' services, for the readiness report of the
+    /// context-aware caches; set once they are created.
+    pub host_services: std::sync::OnceLock<Arc<crate::capabilities::HostServices>>,
 }
 
 /// Request facts used for metrics and logs. The metric labels are reduced

@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::admission::ResponseLimits;
+use crate::capabilities::{HostServices, ServicesConfig};
 use crate::evaluation::AppState;
 use crate::fetch::{FetchConfig, FetchError, ModuleFetcher};
 use crate::http::listener::{self, ConnectionLimits};
@@ -166,6 +167,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         body_budget: crate::http::body::BodyBudget::for_max_body(config.max_body_bytes),
         always_accept_namespace: config.always_accept_namespace.clone(),
         ready: Arc::clone(&ready),
+        host_services: std::sync::OnceLock::new(),
     });
     let mut tasks = Vec::new();
     let connection_limits = ConnectionLimits {
@@ -243,7 +245,21 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         sources,
         docker_config: config.docker_config_json_path.clone(),
     })?;
-    let loader = PolicyLoader::new(engine, ModuleSource::new(fetcher), config.policy_timeout);
+    let services = HostServices::new(
+        ServicesConfig {
+            kubernetes: config.kubernetes.clone(),
+            registries: Some(fetcher.clone()),
+        },
+        tokio::runtime::Handle::current(),
+    )
+    .await;
+    let _ = state.host_services.set(Arc::clone(&services));
+    let loader = PolicyLoader::new(
+        engine,
+        ModuleSource::new(fetcher),
+        config.policy_timeout,
+        Arc::clone(&services),
+    );
     let initial = loader.load(parsed, None, 1).await;
     let failures: Vec<FailedPolicy> = initial.failures().cloned().collect();
     if config.fail_fast && !failures.is_empty() {
@@ -298,6 +314,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         )));
     }
 
+    // Not ready until the caches that the loaded policies read have synced,
+    // so that the first evaluations do not wait for them.
+    crate::capabilities::wait_for_caches(services.kubernetes()).await;
     ready.store(true, Ordering::Release);
     info!(
         %addr,

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::scheduler::SchedulerConfig;
+use crate::capabilities::KubeConfigSource;
 use crate::tls::TlsFiles;
 
 /// Everything [`crate::start`] needs to run a policy-server.
@@ -68,6 +69,8 @@ pub struct ServerConfig {
     /// How often policies whose module could not be fetched are retried
     /// (checked at each file check, so at least `reload_poll_interval`).
     pub fetch_retry_interval: Duration,
+    /// The cluster that context-aware policies read.
+    pub kubernetes: KubeConfigSource,
 }
 
 impl Default for ServerConfig {
@@ -100,6 +103,7 @@ impl Default for ServerConfig {
             reload_debounce: Duration::from_millis(200),
             reload_poll_interval: Duration::from_secs(10),
             fetch_retry_interval: Duration::from_secs(30),
+            kubernetes: KubeConfigSource::Infer,
         }
     }
 }

@@ -15,10 +15,19 @@ use crate::error::{AdapterError, EvalError};
 use crate::limits::wasi::{self, Contained};
 use crate::types::{EvalContext, PolicyRequest, Settings, SettingsVerdict, ValidationResponse};
 
-/// Host bindings generated from `wit/`.
+/// Host bindings generated from `wit/`: the current contract, 0.2.
 pub(crate) mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
+        world: "policy",
+    });
+}
+
+/// Host bindings of the frozen 0.1 contract (`wit/v0.1/`), so that 0.1
+/// components, which import `portcullis:policy/*@0.1.0`, keep linking.
+pub(crate) mod bindings_v0_1 {
+    wasmtime::component::bindgen!({
+        path: "../wit/v0.1",
         world: "policy",
     });
 }
@@ -67,6 +76,11 @@ pub(crate) fn linker(engine: &wasmtime::Engine) -> Result<SharedLinker, AdapterE
         .map_err(|e| AdapterError::Engine(format!("cannot link WASI: {e:#}")))?;
     bindings::Policy::add_to_linker::<ComponentState, HasSelf<ComponentState>>(&mut linker, |s| s)
         .map_err(|e| AdapterError::Engine(format!("cannot link the policy world: {e:#}")))?;
+    bindings_v0_1::Policy::add_to_linker::<ComponentState, HasSelf<ComponentState>>(
+        &mut linker,
+        |s| s,
+    )
+    .map_err(|e| AdapterError::Engine(format!("cannot link the 0.1 policy world: {e:#}")))?;
     Ok(Arc::new(linker))
 }
 
@@ -87,7 +101,7 @@ impl ComponentModule {
         })?;
         let pre = bindings::PolicyPre::new(instance_pre).map_err(|e| {
             AdapterError::Link(format!(
-                "the component does not export the portcullis:policy@0.1.0 world: {e:#}"
+                "the component does not export the portcullis:policy world (0.1 or 0.2): {e:#}"
             ))
         })?;
         Ok(ComponentModule { pre })

@@ -39,6 +39,7 @@ mod docker_config;
 mod http;
 mod local;
 mod progress;
+mod images;
 mod registry;
 mod store;
 mod tls;

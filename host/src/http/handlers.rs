@@ -144,6 +144,9 @@ struct Readiness<'a> {
     config_digest: &'a str,
     generation: u64,
     policies: BTreeMap<&'a str, PolicyReport<'a>>,
+    /// The watch caches of context-aware policies, by `apiVersion/kind`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    context_aware_caches: BTreeMap<String, crate::capabilities::WatchState>,
 }
 
 #[derive(Serialize)]
@@ -191,11 +194,24 @@ pub(crate) async fn readiness(State(state): State<Arc<AppState>>) -> Response {
             (id.as_str(), report)
         })
         .collect();
+    let context_aware_caches = state
+        .host_services
+        .get()
+        .map(|services| {
+            services
+                .kubernetes()
+                .watches()
+                .iter()
+                .map(|w| (w.resource().to_string(), w.state()))
+                .collect()
+        })
+        .unwrap_or_default();
     let body = Readiness {
         ready,
         config_digest: &set.config_digest,
         generation: set.generation,
         policies,
+        context_aware_caches,
     };
     let status = if ready {
         StatusCode::OK

@@ -19,6 +19,8 @@ use crate::admission::cap_text;
 use crate::admission::limits::MAX_MESSAGE_BYTES;
 use crate::capabilities::GrantedCapabilities;
 use crate::module_source::{FetchFailure, ModuleBytes, ModuleSource};
+use crate::capabilities::{HostServices, ResourceType};
+use crate::module_source::{ModuleBytes, ModuleSource};
 
 /// Loads policy sets: fetch → compile (or reuse) → validate settings.
 #[derive(Clone)]
@@ -26,16 +28,24 @@ pub struct PolicyLoader {
     engine: PolicyEngine,
     source: ModuleSource,
     default_timeout: Duration,
+    services: Arc<HostServices>,
 }
 
 impl PolicyLoader {
     /// A loader using `engine` to compile, `source` to fetch modules, and
-    /// `default_timeout` for policies without `timeoutEvalSeconds`.
-    pub fn new(engine: PolicyEngine, source: ModuleSource, default_timeout: Duration) -> Self {
+    /// `default_timeout` for policies without `timeoutEvalSeconds`, and
+    /// `services` to answer the policies' host capabilities.
+    pub fn new(
+        engine: PolicyEngine,
+        source: ModuleSource,
+        default_timeout: Duration,
+        services: Arc<HostServices>,
+    ) -> Self {
         Self {
             engine,
             source,
             default_timeout,
+            services,
         }
     }
 
@@ -106,13 +116,30 @@ impl PolicyLoader {
                     continue;
                 }
             };
+            let resources = config
+                .context_aware_resources
+                .iter()
+                .map(|r| ResourceType::new(&r.api_version, &r.kind));
+            let capabilities =
+                match self
+                    .services
+                    .policy_capabilities(&id, &config.host_capabilities, resources)
+                {
+                    Ok(capabilities) => capabilities,
+                    Err(e) => {
+                        let mut state = failed_policy(&id, e.to_string(), Some(&config));
+                        state.module_digest = Some(digest);
+                        states.insert(id, PolicyState::Failed(Arc::new(state)));
+                        continue;
+                    }
+                };
             let policy = LoadedPolicy {
                 id: id.clone(),
                 timeout: config
                     .timeout_eval_seconds
                     .map(Duration::from_secs)
                     .unwrap_or(self.default_timeout),
-                capabilities: Arc::new(GrantedCapabilities::new(config.host_capabilities.clone())),
+                capabilities: Arc::new(capabilities),
                 settings: Settings::new(config.settings.clone()),
                 config,
                 module,

@@ -6,7 +6,9 @@
 //! The logic and the messages live in `policy-common`, shared with the waPC
 //! build, so both builds answer alike.
 
-wit_bindgen::generate!({ path: "../../wit", world: "policy" });
+// Built against the frozen 0.1 contract on purpose: the test suite runs it
+// to show that 0.1 components keep working on the current host.
+wit_bindgen::generate!({ path: "../../wit/v0.1", world: "policy" });
 
 use policy_common::labels;
 

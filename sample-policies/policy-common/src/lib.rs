@@ -4,6 +4,9 @@
 //! policy give byte-for-byte the same messages, and the logic is unit-tested on
 //! the host with a plain `cargo test -p policy-common`.
 
+pub mod access;
+pub mod digest;
+pub mod ingress;
 pub mod labels;
 pub mod privileged;
 

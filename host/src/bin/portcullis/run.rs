@@ -3,10 +3,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use clap::Args;
 use portcullis_adapters::{EvalContext, PolicyRequest};
 use portcullis_host::admission::build_admission_response;
+use portcullis_host::capabilities::oneshot::{CapabilitySession, SessionMode};
+use portcullis_host::capabilities::{KubeConfigSource, ResourceType};
 use serde_json::Value;
 
 use super::inputs;
@@ -29,6 +31,59 @@ pub struct RunArgs {
     module: String,
     #[command(flatten)]
     sources: inputs::SourceArgs,
+    #[command(flatten)]
+    capabilities: CapabilityArgs,
+}
+
+/// Host capabilities: a live cluster, or a recorded session (kwctl's format).
+#[derive(Args)]
+pub struct CapabilityArgs {
+    /// Kubeconfig of the cluster that context-aware policies read [default:
+    /// $KUBECONFIG, ~/.kube/config, then the in-cluster service account].
+    #[arg(long, env = "PORTCULLIS_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Grant the policy the Kubernetes resources its metadata declares in
+    /// `contextAwareResources` (none otherwise).
+    #[arg(long)]
+    allow_context_aware: bool,
+    /// hostCapabilities patterns granted to the policy.
+    #[arg(long, value_delimiter = ',', default_value = "*")]
+    allowed_host_capabilities: Vec<String>,
+    /// Write every host capability exchange to FILE (kwctl's session format).
+    #[arg(
+        long,
+        value_name = "FILE",
+        alias = "record-host-capabilities-interactions",
+        conflicts_with = "replay_host_capabilities"
+    )]
+    record_host_capabilities: Option<PathBuf>,
+    /// Answer host capability calls from a session FILE recorded by
+    /// --record-host-capabilities or kwctl; nothing is contacted.
+    #[arg(
+        long,
+        value_name = "FILE",
+        alias = "replay-host-capabilities-interactions"
+    )]
+    replay_host_capabilities: Option<PathBuf>,
+}
+
+impl CapabilityArgs {
+    fn mode(&self) -> SessionMode {
+        match (
+            &self.record_host_capabilities,
+            &self.replay_host_capabilities,
+        ) {
+            (Some(path), _) => SessionMode::Record(path.clone()),
+            (None, Some(path)) => SessionMode::Replay(path.clone()),
+            (None, None) => SessionMode::Live,
+        }
+    }
+
+    fn kubernetes(&self) -> KubeConfigSource {
+        self.kubeconfig
+            .clone()
+            .map_or(KubeConfigSource::Infer, KubeConfigSource::File)
+    }
 }
 
 /// Accept `2s`, `500ms` or a bare number of seconds.
@@ -49,9 +104,37 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let request = inputs::request(&args.request, args.raw)?;
     let engine = inputs::engine()?;
     let loaded = engine.load(&module.bytes)?;
-    let ctx = EvalContext::new(policy_name(&args.module), args.timeout);
+    let resources: Vec<ResourceType> = if args.capabilities.allow_context_aware {
+        loaded
+            .metadata()
+            .map(|m| m.context_aware_resources.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .map(|r| ResourceType::new(&r.api_version, &r.kind))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mode = args.capabilities.mode();
+    let registries = match mode {
+        SessionMode::Replay(_) => None,
+        _ => Some(args.sources.fetcher()?),
+    };
+    let session = CapabilitySession::start(
+        mode,
+        &args.capabilities.allowed_host_capabilities,
+        resources,
+        args.capabilities.kubernetes(),
+        registries,
+    )
+    .await
+    .context("setting up host capabilities")?;
+    let ctx = EvalContext {
+        capabilities: session.capabilities(),
+        ..EvalContext::new(policy_name(&args.module), args.timeout)
+    };
 
-    let response = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+    let evaluation = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let verdict = loaded.validate_settings(&ctx, &settings)?;
         if !verdict.valid {
             bail!(
@@ -72,7 +155,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         let verdict = loaded.validate(&ctx, &request, &settings)?;
         Ok(build_admission_response(&uid, original.as_ref(), verdict))
     })
-    .await??;
+    .await;
+    // The recording is kept even when the evaluation failed: it shows why.
+    session.finish()?;
+    let response = evaluation??;
     println!("{}", serde_json::to_string_pretty(&response)?);
     Ok(())
 }
