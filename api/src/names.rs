@@ -107,6 +107,12 @@ pub fn policy_id(kind: PolicyKind, namespace: Option<&str>, name: &str) -> Strin
     }
 }
 
+/// Whether `id` has the prefix of a namespaced kind's ids, parseable or not:
+/// whoever scopes by namespace fails closed on a malformed one.
+pub fn is_namespaced_policy_id(id: &str) -> bool {
+    id.starts_with(NAMESPACED) || id.starts_with(NAMESPACED_GROUP)
+}
+
 /// The kind, namespace and name a policy id was made from.
 pub fn parse_policy_id(id: &str) -> Option<(PolicyKind, Option<&str>, &str)> {
     // Longest prefixes first: none of them is a prefix of a shorter one, but

@@ -4,8 +4,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::scheduler::SchedulerConfig;
 use crate::capabilities::KubeConfigSource;
+use crate::scheduler::SchedulerConfig;
 use crate::tls::TlsFiles;
 
 /// Everything [`crate::start`] needs to run a policy-server.

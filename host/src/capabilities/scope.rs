@@ -27,21 +27,18 @@ pub enum PolicyScope {
 impl PolicyScope {
     /// The scope of the policy (or policy group) `policy_id`.
     ///
-    /// The contract is the controller's id format: `namespaced-<ns>.<name>`
+    /// The contract is the controller's id format (`portcullis_api::names`): `namespaced-<ns>.<name>`
     /// and `group-namespaced-<ns>.<name>` for AdmissionPolicies and their
     /// groups (a namespace name is a DNS label, so `<ns>` ends at the first
     /// `.`); any other id is cluster-wide. A `namespaced-` id without a `.`
     /// fails closed.
-    // At merge: use the controller's `portcullis_api::parse_policy_id`, the one owner of this format.
     pub fn of_policy(policy_id: &str) -> Self {
-        let unprefixed = policy_id.strip_prefix("group-").unwrap_or(policy_id);
-        match unprefixed.strip_prefix("namespaced-") {
-            Some(rest) => Self::Namespace(
-                rest.split_once('.')
-                    .map_or("", |(namespace, _)| namespace)
-                    .to_string(),
-            ),
-            None => Self::ClusterWide,
+        match portcullis_api::names::parse_policy_id(policy_id) {
+            Some((_, Some(namespace), _)) => Self::Namespace(namespace.to_string()),
+            _ if portcullis_api::names::is_namespaced_policy_id(policy_id) => {
+                Self::Namespace(String::new())
+            }
+            _ => Self::ClusterWide,
         }
     }
 

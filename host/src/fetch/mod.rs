@@ -37,9 +37,9 @@
 mod allowed;
 mod docker_config;
 mod http;
+mod images;
 mod local;
 mod progress;
-mod images;
 mod registry;
 mod store;
 mod tls;

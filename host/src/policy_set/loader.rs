@@ -17,10 +17,8 @@ use tracing::{info, warn};
 use super::{FailedPolicy, LoadedPolicy, PolicySet, PolicyState};
 use crate::admission::cap_text;
 use crate::admission::limits::MAX_MESSAGE_BYTES;
-use crate::capabilities::GrantedCapabilities;
-use crate::module_source::{FetchFailure, ModuleBytes, ModuleSource};
 use crate::capabilities::{HostServices, ResourceType};
-use crate::module_source::{ModuleBytes, ModuleSource};
+use crate::module_source::{FetchFailure, ModuleBytes, ModuleSource};
 
 /// Loads policy sets: fetch → compile (or reuse) → validate settings.
 #[derive(Clone)]

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 
-use portcullis_host::capabilities::GrantedCapabilities;
+use portcullis_host::capabilities::CapabilityGrants;
 
 /// Kubewarden's gated capabilities (`tracing/log` is always allowed), as
 /// `namespace`, `operation`.
@@ -129,7 +129,9 @@ fn component_imports(wasm: &[u8]) -> anyhow::Result<BTreeSet<String>> {
 /// The detected capabilities that the declared patterns do not grant, by the
 /// policy-server's own rule.
 pub fn undeclared(detected: &BTreeSet<String>, declared: &BTreeSet<String>) -> Vec<String> {
-    let granted = GrantedCapabilities::new(declared.iter().cloned().collect());
+    // Declared patterns the server would refuse to load grant nothing here:
+    // every detected capability is then reported.
+    let granted = CapabilityGrants::new(declared).unwrap_or_default();
     detected
         .iter()
         .filter(|path| {
