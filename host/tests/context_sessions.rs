@@ -124,6 +124,28 @@ fn a_recorded_session_reproduces_the_live_verdicts_without_a_cluster() {
     ));
     assert_eq!(replayed, live);
 
+    // `portcullis test` replays the same session for a case that names it.
+    let test_file = dir.path().join("unique.portcullis-test.yaml");
+    std::fs::write(
+        &test_file,
+        format!(
+            "policy: {wapc}\ntests:\n\
+             - name: a duplicate host is denied offline\n  request: {review}\n  \
+               session: {session}\n  \
+               expect: {{allowed: false, message: {message:?}}}\n",
+            message = live["status"]["message"].as_str().unwrap(),
+        ),
+    )
+    .unwrap();
+    let output = portcullis(&["test", test_file.to_str().unwrap()], dir.path());
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{table}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(table.ends_with("\n1 passed, 0 failed\n"), "{table}");
+
     // Without the session and without a cluster, the policy fails closed.
     let output = portcullis(
         &["run", "--allow-context-aware", "-r", &review, &wapc],

@@ -23,6 +23,7 @@ use portcullis_adapters::{
     Settings,
 };
 use portcullis_host::admission::{build_admission_response, evaluation_error_response};
+use portcullis_host::capabilities::{CapabilityGrants, PolicyCapabilities, Replayer, ResourceType};
 use serde_json::Value;
 
 use self::check::Outcome;
@@ -295,7 +296,7 @@ impl CaseJob {
         let ctx = EvalContext {
             policy_id: policy_id.clone(),
             timeout: self.timeout,
-            capabilities: capabilities(case.session.as_deref(), &self.base)?,
+            capabilities: capabilities(case.session.as_deref(), &self.base, &self.loaded)?,
         };
         // The policy-server checks the settings when it loads a policy and
         // refuses to serve it when they are invalid.
@@ -335,17 +336,30 @@ impl CaseJob {
 }
 
 /// What answers a case's host calls: nothing is granted, unless the case names
-/// a recorded session.
-fn capabilities(session: Option<&Path>, base: &Path) -> anyhow::Result<Arc<dyn HostCapabilities>> {
-    match session {
-        None => Ok(Arc::new(NoCapabilities)),
-        // Replaying recorded sessions belongs to the host-capability work
-        // (kwctl's record/replay format); until it is part of this build, a
-        // case that needs one fails clearly instead of running unanswered.
-        Some(path) => bail!(
-            "session {}: replaying recorded host-capability sessions is not available in this \
-             build of portcullis",
-            base.join(path).display()
-        ),
-    }
+/// a recorded session (kwctl's format, as `portcullis run
+/// --replay-host-capabilities`). A session answers every capability the
+/// policy asks for, as kwctl's replay does, and the Kubernetes resources are
+/// those the module's metadata declares.
+fn capabilities(
+    session: Option<&Path>,
+    base: &Path,
+    loaded: &LoadedModule,
+) -> anyhow::Result<Arc<dyn HostCapabilities>> {
+    let Some(path) = session else {
+        return Ok(Arc::new(NoCapabilities));
+    };
+    let path = base.join(path);
+    let replayer = Replayer::load(&path).with_context(|| format!("session {}", path.display()))?;
+    let resources: Vec<ResourceType> = loaded
+        .metadata()
+        .map(|m| m.context_aware_resources.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .map(|r| ResourceType::new(&r.api_version, &r.kind))
+        .collect();
+    Ok(Arc::new(PolicyCapabilities::new(
+        CapabilityGrants::AllowAll,
+        resources,
+        Arc::new(replayer),
+    )))
 }
