@@ -13,8 +13,8 @@ pub mod policies;
 pub mod sources;
 
 pub use policies::{
-    ContextAwareResource, LenientPolicies, PoliciesConfig, PolicyConfig, PolicyEntry,
-    PolicyGroupConfig, PolicyGroupMember, PolicyMode, content_digest,
+    ContextAwareResource, ExecutionMode, LenientPolicies, PoliciesConfig, PolicyConfig,
+    PolicyEntry, PolicyGroupConfig, PolicyGroupMember, PolicyMode, content_digest,
 };
 pub use sources::{SourceAuthority, SourcesConfig};
 

@@ -91,6 +91,9 @@ pub fn policies_config(policies: &[PolicyView], server: &PolicyServerSpec) -> Po
                 message: p.message.clone(),
                 timeout_eval_seconds: p.timeout_eval_seconds.and_then(|t| u64::try_from(t).ok()),
                 host_capabilities,
+                // Kubewarden's policy CRDs have no execution mode: the
+                // server takes it from the module's metadata.
+                execution_mode: None,
             };
             (p.id.clone(), PolicyEntry::Policy(entry))
         })
