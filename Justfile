@@ -22,9 +22,9 @@ demo: policies build
 test: policies go-tools lint
     cargo test --workspace --no-fail-fast
 
-# Build the Go test binaries: the OCI registry, the control-plane harness and helm.
+# Build the Go test tools: the OCI registry, the control-plane harness, helm and opa; fetch Gatekeeper's module (its templates and test objects).
 go-tools:
-    scripts/go-tools.sh registry control-plane helm
+    scripts/go-tools.sh registry control-plane helm opa gatekeeper
 
 # rustfmt and clippy, warnings as errors.
 lint:
