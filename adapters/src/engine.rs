@@ -20,9 +20,9 @@ use crate::cache::CompiledCache;
 use crate::error::{AdapterError, EvalError};
 use crate::metadata::{PolicyMetadata, read_metadata};
 use crate::types::{
-    Abi, EvalContext, PolicyRequest, Settings, SettingsVerdict, ValidationResponse,
+    Abi, EvalContext, ExecutionMode, PolicyRequest, Settings, SettingsVerdict, ValidationResponse,
 };
-use crate::{component, detect, wapc};
+use crate::{component, detect, rego, wapc};
 
 /// Engine-wide settings.
 #[derive(Debug, Clone)]
@@ -72,6 +72,7 @@ pub(crate) struct EngineInner {
     cache: Option<CompiledCache>,
     wapc_linker: wapc::SharedLinker,
     component_linker: component::SharedLinker,
+    rego_linker: rego::SharedLinker,
     ticker_stop: Arc<AtomicBool>,
 }
 
@@ -130,6 +131,7 @@ impl PolicyEngine {
             inner: Arc::new(EngineInner {
                 wapc_linker: wapc::linker(&engine)?,
                 component_linker: component::linker(&engine)?,
+                rego_linker: rego::linker(&engine)?,
                 engine,
                 compile_config,
                 config,
@@ -146,13 +148,28 @@ impl PolicyEngine {
 
     /// Detect the ABI, compile the module (or load it from the on-disk cache)
     /// and build its `InstancePre`.
+    ///
+    /// The module runs in the execution mode of its metadata, if it names
+    /// one; [`LoadedModule::with_execution_mode`] sets another.
     pub fn load(&self, wasm: &[u8]) -> Result<LoadedModule, AdapterError> {
         let abi = detect::detect_abi(wasm)?;
         let metadata = read_metadata(wasm).map_err(AdapterError::Invalid)?;
+        let metadata_mode = metadata
+            .as_ref()
+            .and_then(|m| m.execution_mode.as_deref())
+            .map(|mode| {
+                mode.parse::<ExecutionMode>()
+                    .map_err(|e| AdapterError::Invalid(format!("module metadata: {e}")))
+            })
+            .transpose()?;
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(wasm)));
         let inner = &self.inner;
         let artifact = self.artifact(wasm, abi, &digest)?;
         let kind = match artifact {
+            Artifact::Module(module) if abi == Abi::Opa => {
+                let limits = StoreLimits::new(&inner.config, rego::INTROSPECTION_TIMEOUT);
+                ModuleKind::Rego(rego::RegoModule::new(&inner.rego_linker, module, limits)?)
+            }
             Artifact::Module(module) => {
                 ModuleKind::Wapc(wapc::WapcModule::new(&inner.wapc_linker, module)?)
             }
@@ -160,14 +177,19 @@ impl PolicyEngine {
                 component::ComponentModule::new(&inner.component_linker, component)?,
             ),
         };
-        Ok(LoadedModule {
+        let loaded = LoadedModule {
             inner: Arc::new(ModuleInner {
                 engine: self.clone(),
                 digest,
                 metadata,
                 kind,
             }),
-        })
+            mode: None,
+        };
+        match metadata_mode {
+            Some(mode) => loaded.with_execution_mode(mode),
+            None => Ok(loaded),
+        }
     }
 }
 
@@ -195,6 +217,11 @@ impl PolicyEngine {
             .map_err(|e| AdapterError::Engine(format!("{e:#}")))?;
         let compiled = match abi {
             Abi::Wapc => wasmtime::Module::new(&compiler, wasm).and_then(|m| m.serialize()),
+            Abi::Opa => {
+                let rewritten = rego::define_imported_memory(wasm)
+                    .map_err(|e| AdapterError::Invalid(format!("OPA module: {e}")))?;
+                wasmtime::Module::new(&compiler, &rewritten).and_then(|m| m.serialize())
+            }
             Abi::Component => {
                 wasmtime::component::Component::new(&compiler, wasm).and_then(|c| c.serialize())
             }
@@ -215,7 +242,9 @@ impl PolicyEngine {
         // entry whose name carries this engine's fingerprint. wasmtime checks
         // the header and the settings again.
         Ok(match abi {
-            Abi::Wapc => Artifact::Module(unsafe { wasmtime::Module::deserialize(engine, bytes)? }),
+            Abi::Wapc | Abi::Opa => {
+                Artifact::Module(unsafe { wasmtime::Module::deserialize(engine, bytes)? })
+            }
             Abi::Component => Artifact::Component(unsafe {
                 wasmtime::component::Component::deserialize(engine, bytes)?
             }),
@@ -241,10 +270,11 @@ fn spawn_epoch_ticker(
 }
 
 /// A compiled module and its `InstancePre`, shared by every policy that uses
-/// the same module bytes. Cheap to clone.
+/// the same module bytes, and the execution mode it runs in. Cheap to clone.
 #[derive(Clone)]
 pub struct LoadedModule {
     inner: Arc<ModuleInner>,
+    mode: Option<ExecutionMode>,
 }
 
 struct ModuleInner {
@@ -257,6 +287,7 @@ struct ModuleInner {
 enum ModuleKind {
     Wapc(wapc::WapcModule),
     Component(component::ComponentModule),
+    Rego(rego::RegoModule),
 }
 
 impl LoadedModule {
@@ -265,6 +296,62 @@ impl LoadedModule {
         match self.inner.kind {
             ModuleKind::Wapc(_) => Abi::Wapc,
             ModuleKind::Component(_) => Abi::Component,
+            ModuleKind::Rego(_) => Abi::Opa,
+        }
+    }
+
+    /// The same compiled module, run in execution `mode` (Kubewarden's
+    /// `executionMode`). Cheap: the compiled code is shared. Fails when the
+    /// module cannot run in that mode.
+    pub fn with_execution_mode(&self, mode: ExecutionMode) -> Result<LoadedModule, AdapterError> {
+        let fits = match (&self.inner.kind, mode) {
+            (ModuleKind::Wapc(_), ExecutionMode::KubewardenWapc) => true,
+            (ModuleKind::Rego(_), ExecutionMode::Opa | ExecutionMode::Gatekeeper) => true,
+            (_, ExecutionMode::Wasi) => {
+                return Err(AdapterError::Unsupported(
+                    "execution mode wasi (WASI command policies) is not supported".into(),
+                ));
+            }
+            _ => false,
+        };
+        if !fits {
+            let what = match self.abi() {
+                Abi::Wapc => "a waPC module",
+                Abi::Component => "a WIT component, which has no execution mode",
+                Abi::Opa => "an OPA module (it runs as opa or gatekeeper)",
+            };
+            let needs = match mode {
+                ExecutionMode::KubewardenWapc => "a waPC module",
+                _ => "an OPA module (built with `opa build -t wasm`)",
+            };
+            return Err(AdapterError::Unsupported(format!(
+                "execution mode {mode} needs {needs}, but this is {what}"
+            )));
+        }
+        Ok(LoadedModule {
+            inner: self.inner.clone(),
+            mode: Some(mode),
+        })
+    }
+
+    /// The execution mode the module runs in, when one applies: set by
+    /// [`LoadedModule::with_execution_mode`] or the module's metadata, and
+    /// `kubewarden-wapc` for waPC modules without either.
+    pub fn execution_mode(&self) -> Option<ExecutionMode> {
+        match (&self.inner.kind, self.mode) {
+            (_, Some(mode)) => Some(mode),
+            (ModuleKind::Wapc(_), None) => Some(ExecutionMode::KubewardenWapc),
+            _ => None,
+        }
+    }
+
+    /// What an OPA module declares: its ABI version, entrypoints and the
+    /// builtins it needs from the host (flagging those not implemented).
+    /// `None` for other modules.
+    pub fn opa_info(&self) -> Option<&rego::OpaModuleInfo> {
+        match &self.inner.kind {
+            ModuleKind::Rego(m) => Some(m.info()),
+            _ => None,
         }
     }
 
@@ -288,6 +375,7 @@ impl LoadedModule {
         match &self.inner.kind {
             ModuleKind::Wapc(m) => m.validate_settings(limits, ctx, settings),
             ModuleKind::Component(m) => m.validate_settings(limits, ctx, settings),
+            ModuleKind::Rego(m) => m.validate_settings(self.mode, settings),
         }
     }
 
@@ -302,6 +390,7 @@ impl LoadedModule {
         match &self.inner.kind {
             ModuleKind::Wapc(m) => m.validate(limits, ctx, request, settings),
             ModuleKind::Component(m) => m.validate(limits, ctx, request, settings),
+            ModuleKind::Rego(m) => m.validate(limits, ctx, self.mode, request, settings, 1),
         }
     }
 
@@ -320,21 +409,30 @@ impl LoadedModule {
         match &self.inner.kind {
             ModuleKind::Wapc(m) => m.validate_n(limits, ctx, request, settings, n),
             ModuleKind::Component(m) => m.validate_n(limits, ctx, request, settings, n),
+            ModuleKind::Rego(m) => m.validate(limits, ctx, self.mode, request, settings, n),
+        }
+    }
+
+    /// For an OPA module, the value of its entrypoint for one request, before
+    /// it becomes a verdict (`None`: undefined); for conformance tests that
+    /// count violations. Runs in a fresh instance like [`Self::validate`].
+    #[doc(hidden)]
+    pub fn opa_entrypoint_value(
+        &self,
+        ctx: &EvalContext,
+        request: &PolicyRequest,
+        settings: &Settings,
+    ) -> Result<Option<serde_json::Value>, EvalError> {
+        match &self.inner.kind {
+            ModuleKind::Rego(m) => {
+                m.entrypoint_value(self.limits(ctx), ctx, self.mode, request, settings)
+            }
+            _ => Err(EvalError::Unsupported("not an OPA module".into())),
         }
     }
 
     fn limits(&self, ctx: &EvalContext) -> StoreLimits {
-        let config = &self.inner.engine.inner.config;
-        let tick = config.epoch_tick.as_nanos().max(1);
-        // One extra tick because the current tick may be about to end.
-        let ticks = ctx.timeout.as_nanos().div_ceil(tick) as u64 + 1;
-        StoreLimits {
-            max_memory_bytes: config.max_memory_bytes,
-            memory_limit_hit: false,
-            deadline_ticks: ticks,
-            deadline: Instant::now() + ctx.timeout,
-            timeout: ctx.timeout,
-        }
+        StoreLimits::new(&self.inner.engine.inner.config, ctx.timeout)
     }
 }
 
@@ -348,6 +446,22 @@ pub(crate) struct StoreLimits {
     /// When the evaluation must end; host calls are bounded by it.
     pub(crate) deadline: Instant,
     timeout: Duration,
+}
+
+impl StoreLimits {
+    /// The limits of one evaluation that must end within `timeout`.
+    pub(crate) fn new(config: &EngineConfig, timeout: Duration) -> Self {
+        let tick = config.epoch_tick.as_nanos().max(1);
+        // One extra tick because the current tick may be about to end.
+        let ticks = timeout.as_nanos().div_ceil(tick) as u64 + 1;
+        StoreLimits {
+            max_memory_bytes: config.max_memory_bytes,
+            memory_limit_hit: false,
+            deadline_ticks: ticks,
+            deadline: Instant::now() + timeout,
+            timeout,
+        }
+    }
 }
 
 impl ResourceLimiter for StoreLimits {

@@ -1,5 +1,7 @@
-//! One evaluation API over the two kinds of admission policy Portcullis runs:
-//! Kubewarden's waPC modules and components of the `portcullis:policy` WIT world.
+//! One evaluation API over the kinds of admission policy Portcullis runs:
+//! Kubewarden's waPC modules, components of the `portcullis:policy` WIT world,
+//! and Rego policies compiled by `opa build -t wasm` (Kubewarden's `opa` and
+//! `gatekeeper` execution modes).
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -28,12 +30,19 @@ mod engine;
 mod error;
 mod guest_log;
 mod metadata;
+mod rego;
 mod types;
 mod wapc;
 
-pub use capabilities::{CallContext, CapabilityError, HostCapabilities, NoCapabilities};
+pub use capabilities::{
+    CallContext, CapabilityError, ContextResourceList, HostCapabilities, NoCapabilities,
+};
 pub use detect::detect_abi;
 pub use engine::{EngineConfig, LoadedModule, PolicyEngine};
 pub use error::{AdapterError, EvalError};
 pub use metadata::{ContextAwareResource, PolicyMetadata, Rule, read_metadata};
-pub use types::{Abi, EvalContext, PolicyRequest, Settings, SettingsVerdict, ValidationResponse};
+pub use rego::builtins::supported_builtins as supported_rego_builtins;
+pub use rego::{OpaModuleInfo, RequiredBuiltin};
+pub use types::{
+    Abi, EvalContext, ExecutionMode, PolicyRequest, Settings, SettingsVerdict, ValidationResponse,
+};

@@ -9,6 +9,8 @@ use serde_json::Value;
 
 use crate::capabilities::HostCapabilities;
 
+pub use portcullis_config::ExecutionMode;
+
 /// Which ABI a module speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -17,6 +19,9 @@ pub enum Abi {
     Wapc,
     /// The `portcullis:policy` WIT world on a component.
     Component,
+    /// The OPA WebAssembly ABI of `opa build -t wasm`: Rego policies, run in
+    /// the `opa` or `gatekeeper` execution mode.
+    Opa,
 }
 
 impl std::fmt::Display for Abi {
@@ -24,6 +29,7 @@ impl std::fmt::Display for Abi {
         f.write_str(match self {
             Abi::Wapc => "wapc",
             Abi::Component => "component",
+            Abi::Opa => "opa",
         })
     }
 }
