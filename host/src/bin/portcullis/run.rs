@@ -28,6 +28,8 @@ pub struct RunArgs {
     /// The module: a path or a `file://`, `http(s)://` or `registry://` URI.
     module: String,
     #[command(flatten)]
+    mode: inputs::ModeArgs,
+    #[command(flatten)]
     sources: inputs::SourceArgs,
 }
 
@@ -48,7 +50,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let settings = inputs::settings(args.settings.as_deref())?;
     let request = inputs::request(&args.request, args.raw)?;
     let engine = inputs::engine()?;
-    let loaded = engine.load(&module.bytes)?;
+    let loaded = args.mode.load(&engine, &module.bytes)?;
     let ctx = EvalContext::new(policy_name(&args.module), args.timeout);
 
     let response = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
