@@ -40,7 +40,9 @@ enum Command {
     /// Measure a policy's evaluation cost with a fresh instance per call, as
     /// the policy-server runs it.
     Bench(bench::BenchArgs),
-    /// Show a module's ABI, digest and embedded metadata.
+    /// Show a module's ABI, digest and embedded metadata (and, for an OPA
+    /// module, its entrypoints and the builtins it needs, flagging those
+    /// this host does not implement).
     Inspect(InspectArgs),
     /// Publish a module as an OCI artifact; prints the manifest digest.
     Push(oci::PushArgs),
@@ -114,13 +116,27 @@ async fn inspect(args: InspectArgs) -> anyhow::Result<()> {
     let module = inputs::fetch_module(&args.module, &args.sources).await?;
     let engine = inputs::engine()?;
     let loaded = engine.load(&module.bytes)?;
-    let report = serde_json::json!({
+    let mut report = serde_json::json!({
         "module": args.module,
         "abi": loaded.abi(),
         "digest": loaded.digest(),
         "size": module.bytes.len(),
+        "executionMode": loaded.execution_mode(),
         "metadata": loaded.metadata(),
     });
+    // OPA modules: the ABI version, the entrypoints, and the builtins the
+    // module needs from the host, with the ones this host lacks flagged.
+    if let Some(opa) = loaded.opa_info() {
+        let mut info = serde_json::to_value(opa)?;
+        let unsupported: Vec<&str> = opa
+            .builtins
+            .iter()
+            .filter(|b| !b.supported)
+            .map(|b| b.name.as_str())
+            .collect();
+        info["unsupportedBuiltins"] = serde_json::json!(unsupported);
+        report["opa"] = info;
+    }
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
 }
