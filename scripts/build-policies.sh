@@ -110,3 +110,4 @@ build_rego adversarial-rego-loop adversarial/loop/violation "$rego_dir/adversari
 build_rego adversarial-rego-huge-output adversarial/huge/violation "$rego_dir/adversarial-rego/huge-output.rego"
 build_rego adversarial-rego-unsupported-builtin adversarial/unsupported/violation \
     "$rego_dir/adversarial-rego/unsupported-builtin.rego"
+build_rego adversarial-rego-conflict adversarial/conflict/violation "$rego_dir/adversarial-rego/conflict.rego"

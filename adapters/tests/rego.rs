@@ -239,6 +239,16 @@ fn the_metadata_can_name_the_mode() {
         .validate(&ctx(), &fixture("pod-privileged"), &Settings::default())
         .unwrap();
     assert!(!verdict.accepted);
+    // The policies file's mode wins over the metadata's.
+    let overridden = module.with_execution_mode(ExecutionMode::Opa).unwrap();
+    assert_eq!(overridden.execution_mode(), Some(ExecutionMode::Opa));
+    let err = overridden
+        .validate(&ctx(), &fixture("pod-privileged"), &Settings::default())
+        .unwrap_err();
+    assert!(
+        matches!(err, EvalError::MalformedOutput(_)),
+        "the Gatekeeper sample has no response: {err}"
+    );
 
     let wrong = with_metadata(
         bytes("pod-privileged-gatekeeper"),
@@ -414,4 +424,65 @@ fn settings_named_kubernetes_are_replaced_by_the_inventory() {
         .validate(&ctx, &fixture("pod-privileged"), &settings)
         .unwrap();
     assert!(!verdict.accepted);
+}
+
+#[test]
+fn a_rego_runtime_error_fails_only_its_own_request_with_the_guests_message() {
+    let module = in_mode("adversarial-rego-conflict", ExecutionMode::Gatekeeper);
+    let err = module
+        .validate(
+            &ctx(),
+            &pod("conflict", json!({"containers": []})),
+            &Settings::default(),
+        )
+        .unwrap_err();
+    assert!(matches!(err, EvalError::Guest(_)), "{err}");
+    assert!(err.to_string().contains("conflict"), "{err}");
+    let fine = module
+        .validate(
+            &ctx(),
+            &pod("fine", json!({"containers": []})),
+            &Settings::default(),
+        )
+        .unwrap();
+    assert!(fine.accepted);
+}
+
+/// `wasm` without its `opa_eval` export (renamed), as modules before ABI 1.2.
+fn without_single_call_eval(wasm: &[u8]) -> Vec<u8> {
+    let needle = b"\x08opa_eval";
+    let at = wasm
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("an opa_eval export");
+    let mut out = wasm.to_vec();
+    out[at + needle.len() - 1] = b'X';
+    out
+}
+
+#[test]
+fn modules_without_opa_eval_are_evaluated_through_the_eval_context() {
+    for (name, mode) in [
+        ("pod-privileged-opa", ExecutionMode::Opa),
+        ("pod-privileged-gatekeeper", ExecutionMode::Gatekeeper),
+    ] {
+        let module = engine()
+            .load(&without_single_call_eval(&bytes(name)))
+            .unwrap()
+            .with_execution_mode(mode)
+            .unwrap();
+        let denied = module
+            .validate(&ctx(), &fixture("pod-privileged"), &Settings::default())
+            .unwrap();
+        assert!(!denied.accepted, "{mode}");
+        assert_eq!(
+            denied.message.as_deref(),
+            Some("Privileged container is not allowed: sidecar"),
+            "{mode}"
+        );
+        let admitted = module
+            .validate(&ctx(), &fixture("pod-unprivileged"), &Settings::default())
+            .unwrap();
+        assert!(admitted.accepted, "{mode}");
+    }
 }

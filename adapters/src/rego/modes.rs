@@ -403,13 +403,17 @@ mod tests {
         let denied = interpret(
             RegoMode::Opa,
             &req,
-            br#"[{"result": {"response": {"uid": "x", "allowed": false, "status": {"message": "no", "code": 403}, "warnings": ["w"]}}}]"#,
+            br#"[{"result": {"response": {"uid": "x", "allowed": false, "status": {"message": "no", "code": 403}, "warnings": ["w"], "auditAnnotations": {"k": "v"}}}}]"#,
         )
         .unwrap();
         assert!(!denied.accepted);
         assert_eq!(denied.message.as_deref(), Some("no"));
         assert_eq!(denied.code, Some(403));
         assert_eq!(denied.warnings, Some(vec!["w".to_string()]));
+        assert_eq!(
+            denied.audit_annotations,
+            Some([("k".to_string(), "v".to_string())].into())
+        );
 
         let patch = base64::engine::general_purpose::STANDARD
             .encode(r#"[{"op": "add", "path": "/metadata/labels", "value": {"a": "b"}}]"#);

@@ -327,6 +327,48 @@ mod tests {
         assert!(!resolve("http.send").is_supported());
     }
 
+    /// Every builtin Kubewarden's evaluator (burrego) implements on the
+    /// host is implemented here too (`json.is_valid`, which burrego also
+    /// lists, is compiled into the module by `opa build`).
+    #[test]
+    fn kubewarden_evaluators_builtins_are_covered() {
+        let burrego = [
+            "trace",
+            "base64url.encode_no_pad",
+            "urlquery.encode",
+            "urlquery.decode",
+            "urlquery.encode_object",
+            "urlquery.decode_object",
+            "yaml.marshal",
+            "yaml.unmarshal",
+            "yaml.is_valid",
+            "hex.encode",
+            "hex.decode",
+            "glob.quote_meta",
+            "json.patch",
+            "regex.split",
+            "regex.template_match",
+            "regex.find_n",
+            "semver.is_valid",
+            "semver.compare",
+            "sprintf",
+            "strings.any_prefix_match",
+            "strings.any_suffix_match",
+            "time.now_ns",
+            "time.parse_ns",
+            "time.parse_rfc3339_ns",
+            "time.parse_duration_ns",
+            "time.date",
+            "time.clock",
+            "time.weekday",
+            "time.add_date",
+            "time.diff",
+        ];
+        for name in burrego {
+            assert!(resolve(name).is_supported(), "{name}");
+        }
+    }
+
     #[test]
     fn set_literals() {
         assert_eq!(set_literal(&[]).unwrap(), b"set()");
