@@ -50,9 +50,15 @@ fn run_denies_the_privileged_pod_in_both_modes() {
         ("pod-privileged-opa", "opa"),
         ("pod-privileged-gatekeeper", "gatekeeper"),
     ] {
+        // Both spellings of the flag, as kwctl has them.
+        let flag = if mode == "opa" {
+            "--execution-mode"
+        } else {
+            "-e"
+        };
         let denied = json(&portcullis(&[
             "run",
-            "--execution-mode",
+            flag,
             mode,
             "--request",
             &fixture("pod-privileged.json"),
