@@ -61,8 +61,14 @@ pub(crate) fn define_imported_memory(wasm: &[u8]) -> Result<Vec<u8>, String> {
                 body.extend_from_slice(&kept);
                 section(&mut out, IMPORT_SECTION, &body);
             }
+            // The import section comes first, so `memory` is known here.
+            Payload::MemorySection(_) if memory.is_some() => {
+                return Err("defines a memory besides importing env.memory".into());
+            }
             Payload::MemorySection(_) => {
-                return Err("defines a memory besides importing one".into());
+                return Err("defines its own memory instead of importing env.memory, \
+                            as modules built by `opa build -t wasm` do"
+                    .into());
             }
             Payload::End(_) => {}
             other => {
@@ -240,7 +246,12 @@ mod tests {
     #[test]
     fn modules_without_the_import_are_refused() {
         let err = define_imported_memory(&wasm("(module (memory 1))")).unwrap_err();
-        assert!(err.contains("defines a memory"), "{err}");
+        assert!(err.contains("instead of importing env.memory"), "{err}");
+        let err = define_imported_memory(&wasm(
+            r#"(module (import "env" "memory" (memory 1)) (memory 1))"#,
+        ))
+        .unwrap_err();
+        assert!(err.contains("besides importing env.memory"), "{err}");
         let err = define_imported_memory(&wasm("(module)")).unwrap_err();
         assert!(err.contains("env.memory"), "{err}");
         let err =
