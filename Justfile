@@ -34,9 +34,9 @@ test-policies:
     CARGO_TARGET_DIR="${PORTCULLIS_WASM_TARGET_DIR:-target/wasm}" \
         cargo test --manifest-path sample-policies/Cargo.toml --workspace
 
-# Build the Go test binaries: the OCI registry, the control-plane harness and helm.
+# Build the Go test tools: the OCI registry, the control-plane harness, helm and opa; fetch Gatekeeper's module (its templates and test objects).
 go-tools:
-    scripts/go-tools.sh registry control-plane helm
+    scripts/go-tools.sh registry control-plane helm opa gatekeeper
 
 # rustfmt and clippy, warnings as errors; the sample policies on their wasm targets too.
 lint: lint-policies

@@ -8,10 +8,11 @@
 # POST of the reference fixture pod-privileged.json):
 #   1. HTTPS, waPC pod-privileged policy;
 #   2. HTTPS, component pod-privileged policy;
-#   3. plain HTTP, waPC policy;
+#   3. HTTPS, Rego pod-privileged policies (Gatekeeper mode, OPA mode);
+#   4. plain HTTP, waPC policy;
 # reporting req/s, p50/p99 latency and the server's peak RSS (VmHWM); then
-#   4. a 20-policy configuration: time to ready and idle RSS (cold compiled cache);
-#   5. a restart of the same configuration with the compiled cache warm: time to ready.
+#   5. a 20-policy configuration: time to ready and idle RSS (cold compiled cache);
+#   6. a restart of the same configuration with the compiled cache warm: time to ready.
 # Needs: cargo, openssl, wrk, curl; the sample policies in target/policies
 # (scripts/build-policies.sh). POLICY_SERVER_BIN=path measures that binary
 # instead of building one (to compare two builds on the same machine).
@@ -35,7 +36,7 @@ trap cleanup EXIT
 for tool in cargo openssl wrk curl; do
   command -v "$tool" >/dev/null || { echo "missing tool: $tool" >&2; exit 1; }
 done
-for m in pod-privileged-wapc pod-privileged-component default-labels-wapc default-labels-component adversarial-wapc adversarial-component; do
+for m in pod-privileged-wapc pod-privileged-component pod-privileged-gatekeeper pod-privileged-opa default-labels-wapc default-labels-component adversarial-wapc adversarial-component; do
   [[ -f "$POLICIES/$m.wasm" ]] || { echo "missing $POLICIES/$m.wasm: run scripts/build-policies.sh" >&2; exit 1; }
 done
 
@@ -122,6 +123,12 @@ priv-wapc:
   module: file://$POLICIES/pod-privileged-wapc.wasm
 priv-component:
   module: file://$POLICIES/pod-privileged-component.wasm
+priv-gatekeeper:
+  module: file://$POLICIES/pod-privileged-gatekeeper.wasm
+  executionMode: gatekeeper
+priv-opa:
+  module: file://$POLICIES/pod-privileged-opa.wasm
+  executionMode: opa
 YAML
 
 # Compile once so that the measured runs' peak RSS is serving, not compiling.
@@ -131,7 +138,7 @@ stop_server
 echo
 echo "| run | req/s | p50 | p99 | peak RSS (MiB) |"
 echo "|---|---|---|---|---|"
-for scenario in "https priv-wapc yes" "https priv-component yes" "http priv-wapc no"; do
+for scenario in "https priv-wapc yes" "https priv-component yes" "https priv-gatekeeper yes" "https priv-opa yes" "http priv-wapc no"; do
   read -r scheme id tls <<<"$scenario"
   start_server "$WORK/policies.yml" "$WORK/store" "$tls"
   # Sanity check: the fixture must be rejected (it is a privileged pod).

@@ -13,16 +13,21 @@
 #   JavaScript guests (componentize-js)    -> components
 #   Go guests (GOOS=wasip1)                -> WASI command modules
 #   Go waPC guests (standard Go toolchain) -> GOOS=wasip1 c-shared modules
+#   Rego policies (OPA and Gatekeeper)     -> `opa build -t wasm` modules
 #
 # The Python, JavaScript and Go policies get their metadata from
 # `portcullis annotate` (built here when one of them needs building), and are
 # rebuilt only when their sources or toolchain change.
+#
+# opa is built from its Go module by scripts/go-tools.sh (once; cached under
+# ~/.cache/portcullis/bin), unless $OPA names one.
 #
 # Environment:
 #   PORTCULLIS_WASM_TARGET_DIR  cargo target dir (default: <repo>/target/wasm)
 #   CARGO                       cargo binary (default: cargo)
 #   PORTCULLIS                  the portcullis CLI (default: built from this checkout)
 #   GO                          go binary (default: go)
+#   OPA                         opa binary (default: built by scripts/go-tools.sh)
 #
 # Idempotent; runs from any working directory.
 set -euo pipefail
@@ -197,3 +202,45 @@ for guest in "${go_guests[@]}"; do
     mv -f "$dst.tmp" "$dst"
     printf '%s\t%s bytes\n' "$dst" "$(wc -c <"$dst" | tr -d ' ')"
 done
+
+# Rego: OPA-mode and Gatekeeper-mode samples, and the adversarial test policies.
+opa="${OPA:-}"
+if [[ -z "$opa" ]]; then
+    opa="$("$repo/scripts/go-tools.sh" opa | tail -n 1)"
+fi
+
+# build_rego NAME ENTRYPOINT SOURCE [opa build flags...]
+build_rego() {
+    local name="$1" entrypoint="$2" source="$3"
+    shift 3
+    local tmp
+    tmp="$(mktemp -d)"
+    echo "==> opa build -t wasm $* -e $entrypoint $source" >&2
+    "$opa" build -t wasm "$@" -e "$entrypoint" -o "$tmp/bundle.tar.gz" "$source"
+    # The bundle holds /policy.wasm (and the sources, and data.json).
+    tar -xzPf "$tmp/bundle.tar.gz" -O /policy.wasm >"$tmp/policy.wasm"
+    mv -f "$tmp/policy.wasm" "$out_dir/$name.wasm"
+    rm -rf "$tmp"
+    printf '%s\t%s bytes\n' "$out_dir/$name.wasm" "$(wc -c <"$out_dir/$name.wasm" | tr -d ' ')"
+}
+
+# The Rego of a ConstraintTemplate: the block scalar `rego: |` of its (only)
+# target, as our sample templates write it.
+template_rego() {
+    awk '/^ +rego: \|/ { indent = index($0, "rego:") + 1; on = 1; next }
+         on && /^ *$/ { print ""; next }
+         on && substr($0, 1, indent) ~ /^ +$/ { print substr($0, indent + 1); next }
+         on { exit }' "$1"
+}
+
+rego_dir="$repo/sample-policies"
+build_rego pod-privileged-opa policy/main "$rego_dir/pod-privileged-opa/policy.rego"
+gatekeeper_src="$(mktemp -d)"
+trap 'rm -rf "$gatekeeper_src"' EXIT
+template_rego "$rego_dir/pod-privileged-gatekeeper/template.yaml" >"$gatekeeper_src/template.rego"
+build_rego pod-privileged-gatekeeper k8spspprivileged/violation "$gatekeeper_src/template.rego" --v0-compatible
+build_rego adversarial-rego-loop adversarial/loop/violation "$rego_dir/adversarial-rego/loop.rego"
+build_rego adversarial-rego-huge-output adversarial/huge/violation "$rego_dir/adversarial-rego/huge-output.rego"
+build_rego adversarial-rego-unsupported-builtin adversarial/unsupported/violation \
+    "$rego_dir/adversarial-rego/unsupported-builtin.rego"
+build_rego adversarial-rego-conflict adversarial/conflict/violation "$rego_dir/adversarial-rego/conflict.rego"

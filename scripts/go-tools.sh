@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # Build the Go-built test tools into ~/.cache/portcullis/bin (or $PORTCULLIS_BIN_DIR).
 #
-#   scripts/go-tools.sh NAME...      NAME: registry | helm | kind | control-plane | all
+#   scripts/go-tools.sh NAME...      NAME: registry | helm | kind | opa | control-plane | gatekeeper | all
+#
+# `gatekeeper` is not a binary: it downloads Gatekeeper's Go module (its
+# ConstraintTemplates, constraints and test objects, for the Rego conformance
+# suite) and links its read-only directory at $BIN_DIR/../gatekeeper, printing
+# that path.
 #
 # Idempotent: each binary has a NAME.stamp beside it holding what it was built
 # from (module@version, or the source hash of tests/control-plane, plus the Go
@@ -14,6 +19,8 @@ set -euo pipefail
 REGISTRY_PKG="github.com/distribution/distribution/v3/cmd/registry@v3.1.2"
 HELM_PKG="helm.sh/helm/v3/cmd/helm@v3.22.0"
 KIND_PKG="sigs.k8s.io/kind@v0.33.0"
+OPA_PKG="github.com/open-policy-agent/opa@v1.22.4"
+GATEKEEPER_MODULE="github.com/open-policy-agent/gatekeeper/v3@v3.23.1"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN_DIR="${PORTCULLIS_BIN_DIR:-$HOME/.cache/portcullis/bin}"
@@ -85,20 +92,43 @@ build_control_plane() {
   log "built control-plane in $((SECONDS - start))s"
 }
 
+# Gatekeeper's module: `go mod download` puts it in the module cache (verified
+# against sum.golang.org); a symlink with a stamp makes the next run instant.
+GATEKEEPER_LINK="$(dirname "$BIN_DIR")/gatekeeper"
+fetch_gatekeeper() {
+  local stamp="$GATEKEEPER_LINK.stamp" dir start=$SECONDS
+  if [[ "${PORTCULLIS_GO_TOOLS_FORCE:-0}" != 1 && -d "$GATEKEEPER_LINK/" && -f "$stamp" \
+        && "$(cat "$stamp")" == "$GATEKEEPER_MODULE" ]]; then
+    log "gatekeeper up to date ($GATEKEEPER_MODULE)"; return
+  fi
+  log "downloading $GATEKEEPER_MODULE ..."
+  if ! dir="$(cd "$BIN_DIR" && go mod download -json "$GATEKEEPER_MODULE" \
+        | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')" || [[ -z "$dir" || ! -d "$dir" ]]; then
+    log "downloading $GATEKEEPER_MODULE failed"; exit 1
+  fi
+  ln -sfn "$dir" "$GATEKEEPER_LINK"
+  echo "$GATEKEEPER_MODULE" > "$stamp"
+  log "fetched gatekeeper in $((SECONDS - start))s"
+}
+
 if [[ $# -eq 0 ]]; then
-  echo "usage: $0 registry|helm|kind|control-plane|all ..." >&2; exit 2
+  echo "usage: $0 registry|helm|kind|opa|control-plane|gatekeeper|all ..." >&2; exit 2
 fi
 names=()
 for arg in "$@"; do
-  if [[ "$arg" == all ]]; then names+=(registry helm kind control-plane); else names+=("$arg"); fi
+  if [[ "$arg" == all ]]; then names+=(registry helm kind opa control-plane gatekeeper); else names+=("$arg"); fi
 done
 for name in "${names[@]}"; do
   case "$name" in
     registry) install_module registry "$REGISTRY_PKG" ;;
     helm) install_module helm "$HELM_PKG" "$(helm_ldflags)" ;;
     kind) install_module kind "$KIND_PKG" ;;
+    opa) install_module opa "$OPA_PKG" ;;
+    gatekeeper) fetch_gatekeeper ;;
     control-plane) build_control_plane ;;
-    *) log "unknown tool '$name' (known: registry helm kind control-plane all)"; exit 2 ;;
+    *) log "unknown tool '$name' (known: registry helm kind opa control-plane gatekeeper all)"; exit 2 ;;
   esac
 done
-for name in "${names[@]}"; do echo "$BIN_DIR/$name"; done
+for name in "${names[@]}"; do
+  if [[ "$name" == gatekeeper ]]; then echo "$GATEKEEPER_LINK"; else echo "$BIN_DIR/$name"; fi
+done

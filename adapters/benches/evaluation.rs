@@ -6,6 +6,13 @@
 //! - `fresh/<abi>/on-demand`: the same with the on-demand allocator;
 //! - `reused/<abi>`: one warm instance for every call, the lower bound.
 //!
+//! `<abi>` is `wapc`, `component`, and the Rego samples in their execution
+//! modes, `gatekeeper` and `opa`. `opa-instantiation/*` compares how an OPA
+//! module's instance is made: from the `InstancePre` of the module with its
+//! imported memory turned into a defined one (pooled slot, copy-on-write
+//! data image: what the adapter does), against a host-created memory and a
+//! fresh link per instance (what an imported memory otherwise needs).
+//!
 //! Run with `just bench` (needs `just policies` first).
 
 use std::path::PathBuf;
@@ -13,18 +20,30 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use portcullis_adapters::{
-    EngineConfig, EvalContext, LoadedModule, PolicyEngine, PolicyRequest, Settings,
+    EngineConfig, EvalContext, ExecutionMode, LoadedModule, PolicyEngine, PolicyRequest, Settings,
 };
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn load(engine: &PolicyEngine, name: &str) -> LoadedModule {
+fn wasm(name: &str) -> Vec<u8> {
     let path = repo().join(format!("target/policies/{name}.wasm"));
-    let bytes = std::fs::read(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}; run `just policies`", path.display()));
-    engine.load(&bytes).expect("load")
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}; run `just policies`", path.display()))
+}
+
+/// `abi` is an ABI or a Rego execution mode.
+fn load(engine: &PolicyEngine, abi: &str) -> LoadedModule {
+    let loaded = engine
+        .load(&wasm(&format!("pod-privileged-{abi}")))
+        .expect("load");
+    match abi {
+        "gatekeeper" => loaded
+            .with_execution_mode(ExecutionMode::Gatekeeper)
+            .unwrap(),
+        "opa" => loaded.with_execution_mode(ExecutionMode::Opa).unwrap(),
+        _ => loaded,
+    }
 }
 
 fn request() -> PolicyRequest {
@@ -54,17 +73,16 @@ fn evaluation(c: &mut Criterion) {
     .unwrap();
 
     let mut group = c.benchmark_group("evaluation");
-    for abi in ["wapc", "component"] {
-        let name = format!("pod-privileged-{abi}");
+    for abi in ["wapc", "component", "gatekeeper", "opa"] {
         for (allocator, engine) in [("pooling", &pooled), ("on-demand", &on_demand)] {
-            let module = load(engine, &name);
+            let module = load(engine, abi);
             let verdict = module.validate(&ctx, &request, &settings).unwrap();
             assert!(!verdict.accepted, "the reference request must be denied");
             group.bench_function(format!("fresh/{abi}/{allocator}"), |b| {
                 b.iter(|| module.validate(&ctx, &request, &settings).unwrap())
             });
         }
-        let module = load(&pooled, &name);
+        let module = load(&pooled, abi);
         group.bench_function(format!("reused/{abi}"), |b| {
             b.iter_custom(|iters| {
                 let started = Instant::now();
@@ -78,9 +96,134 @@ fn evaluation(c: &mut Criterion) {
     group.finish();
 }
 
+/// How an OPA module's instance is made, on the same evaluation (the
+/// unprivileged Pod, which calls no host builtin): the adapter's way
+/// (imported memory rewritten to a defined one, `InstancePre`, pooled slot,
+/// copy-on-write data image) against the imported memory as `opa build`
+/// leaves it (a host-created memory per store, data segments copied in, a
+/// link per instance), on the on-demand and the pooling allocator.
+fn opa_instantiation(c: &mut Criterion) {
+    use wasmtime::{
+        Config, Engine, InstanceAllocationStrategy, Linker, Memory, MemoryType, Module, Store,
+    };
+
+    let original = wasm("pod-privileged-gatekeeper");
+    let review: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(repo().join("tests/fixtures/pod-unprivileged.json")).unwrap(),
+    )
+    .unwrap();
+    let input = serde_json::json!({"parameters": {}, "review": review["request"]}).to_string();
+    let mut group = c.benchmark_group("opa-instantiation");
+
+    let pooled = PolicyEngine::new(EngineConfig::default()).unwrap();
+    let module = load(&pooled, "gatekeeper");
+    let ctx = EvalContext::new("bench", Duration::from_secs(2));
+    let request = PolicyRequest::Admission(review["request"].clone());
+    assert!(
+        module
+            .validate(&ctx, &request, &Settings::default())
+            .unwrap()
+            .accepted
+    );
+    group.bench_function("defined-memory/pooled-cow (the adapter)", |b| {
+        b.iter(|| {
+            module
+                .validate(&ctx, &request, &Settings::default())
+                .unwrap()
+        })
+    });
+
+    for (label, pooling) in [("on-demand", false), ("pooling", true)] {
+        let mut config = Config::new();
+        if pooling {
+            config.allocation_strategy(InstanceAllocationStrategy::pooling());
+        }
+        let engine = Engine::new(&config).unwrap();
+        let compiled = Module::new(&engine, &original).unwrap();
+        let memory_min = compiled
+            .imports()
+            .find_map(|i| match i.ty() {
+                wasmtime::ExternType::Memory(m) => Some(m.minimum() as u32),
+                _ => None,
+            })
+            .unwrap_or(2);
+        let evaluate = || -> String {
+            let mut store = Store::new(&engine, ());
+            let memory = Memory::new(&mut store, MemoryType::new(memory_min, None)).unwrap();
+            let mut linker = Linker::new(&engine);
+            linker.func_wrap("env", "opa_abort", |_: i32| {}).unwrap();
+            linker.func_wrap("env", "opa_println", |_: i32| {}).unwrap();
+            linker
+                .func_wrap("env", "opa_builtin0", |_: i32, _: i32| 0i32)
+                .unwrap();
+            linker
+                .func_wrap("env", "opa_builtin1", |_: i32, _: i32, _: i32| 0i32)
+                .unwrap();
+            linker
+                .func_wrap("env", "opa_builtin2", |_: i32, _: i32, _: i32, _: i32| 0i32)
+                .unwrap();
+            linker
+                .func_wrap(
+                    "env",
+                    "opa_builtin3",
+                    |_: i32, _: i32, _: i32, _: i32, _: i32| 0i32,
+                )
+                .unwrap();
+            linker
+                .func_wrap(
+                    "env",
+                    "opa_builtin4",
+                    |_: i32, _: i32, _: i32, _: i32, _: i32, _: i32| 0i32,
+                )
+                .unwrap();
+            linker.define(&mut store, "env", "memory", memory).unwrap();
+            let instance = linker.instantiate(&mut store, &compiled).unwrap();
+            let malloc = instance
+                .get_typed_func::<i32, i32>(&mut store, "opa_malloc")
+                .unwrap();
+            let parse = instance
+                .get_typed_func::<(i32, i32), i32>(&mut store, "opa_json_parse")
+                .unwrap();
+            let heap_get = instance
+                .get_typed_func::<(), i32>(&mut store, "opa_heap_ptr_get")
+                .unwrap();
+            let eval = instance
+                .get_typed_func::<(i32, i32, i32, i32, i32, i32, i32), i32>(&mut store, "opa_eval")
+                .unwrap();
+            let at = malloc.call(&mut store, 2).unwrap();
+            memory.write(&mut store, at as usize, b"{}").unwrap();
+            let data = parse.call(&mut store, (at, 2)).unwrap();
+            let heap = heap_get.call(&mut store, ()).unwrap();
+            let end = heap as usize + input.len();
+            if end > memory.data_size(&store) {
+                let pages = (end - memory.data_size(&store)).div_ceil(65536) as u64;
+                memory.grow(&mut store, pages).unwrap();
+            }
+            memory
+                .write(&mut store, heap as usize, input.as_bytes())
+                .unwrap();
+            let out = eval
+                .call(
+                    &mut store,
+                    (0, 0, data, heap, input.len() as i32, end as i32, 0),
+                )
+                .unwrap() as usize;
+            let bytes = &memory.data(&store)[out..];
+            let n = bytes.iter().position(|b| *b == 0).unwrap();
+            String::from_utf8_lossy(&bytes[..n]).into_owned()
+        };
+        assert_eq!(evaluate(), r#"[{"result":[]}]"#);
+        group.bench_function(
+            format!("imported-memory/{label} (host memory, link, instantiate)"),
+            |b| b.iter(evaluate),
+        );
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(4));
-    targets = evaluation
+    targets = evaluation, opa_instantiation
 }
 criterion_main!(benches);

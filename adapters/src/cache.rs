@@ -47,8 +47,11 @@ impl CompiledCache {
 
     fn path(&self, digest: &str, abi: Abi) -> PathBuf {
         let kind = match abi {
-            Abi::Wapc | Abi::WasiCommand => "module",
-            Abi::Component => "component",
+            Abi::Wapc | Abi::WasiCommand => "module".to_string(),
+            Abi::Component => "component".to_string(),
+            // The compiled module is of the rewritten bytes (imported memory
+            // defined), so the rewrite's version is part of the key.
+            Abi::Opa => format!("opa{}", crate::rego::REWRITE_VERSION),
         };
         let hex = digest.trim_start_matches("sha256:");
         self.dir

@@ -5,6 +5,7 @@
 //! a namespace (`kubernetes`, `oci`, `net`, `crypto`), an operation
 //! (`get_resource`, `v1/manifest_digest`, ...) and a JSON payload.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Why a capability call failed.
@@ -39,6 +40,22 @@ impl CallContext<'_> {
     }
 }
 
+/// The objects of one kind of resource that a context-aware policy may read.
+#[derive(Debug, Clone)]
+pub struct ContextResourceList {
+    /// `v1`, `apps/v1`, ...
+    pub api_version: String,
+    /// `Namespace`, `Deployment`, ...
+    pub kind: String,
+    /// The resource's plural name (`namespaces`), which OPA policies use as a key.
+    pub plural: String,
+    /// The objects, in the API server's JSON form.
+    pub objects: Arc<Vec<serde_json::Value>>,
+    /// Changes whenever `objects` does, so that what is derived from the
+    /// list can be reused until then.
+    pub revision: u64,
+}
+
 /// Implemented by the embedder to serve host calls from policies.
 ///
 /// Calls are made from the evaluating thread and block it, so an
@@ -53,6 +70,18 @@ pub trait HostCapabilities: Send + Sync {
         operation: &str,
         payload: &[u8],
     ) -> Result<Vec<u8>, CapabilityError>;
+
+    /// The objects of every kind the policy may read, for policies that take
+    /// the cluster's state as data instead of asking for it: Rego policies
+    /// (OPA's `data.kubernetes`, Gatekeeper's `data.inventory`). Called once
+    /// per evaluation of such a policy, so it should answer from a cache.
+    /// The default offers nothing.
+    fn context_resources(
+        &self,
+        _ctx: &CallContext<'_>,
+    ) -> Result<Vec<ContextResourceList>, CapabilityError> {
+        Ok(Vec::new())
+    }
 }
 
 /// Grants nothing: every call answers [`CapabilityError::NotGranted`].

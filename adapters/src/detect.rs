@@ -5,8 +5,9 @@ use crate::types::Abi;
 
 /// Decide which adapter runs `wasm`, or say clearly why none does.
 ///
-/// Core modules are recognised by their exports: `__guest_call` means waPC,
-/// `_start` without it a WASI command (Kubewarden's `executionMode: wasi`).
+/// Core modules are recognised by their exports: `__guest_call` means waPC;
+/// the `opa_*` imports and exports of `opa build -t wasm` mean OPA; `_start`
+/// without either a WASI command (Kubewarden's `executionMode: wasi`).
 /// Components are accepted here and checked against the WIT world when linked.
 pub fn detect_abi(wasm: &[u8]) -> Result<Abi, AdapterError> {
     if wasm.len() < 8 || &wasm[0..4] != b"\0asm" {
@@ -60,11 +61,7 @@ pub fn detect_abi(wasm: &[u8]) -> Result<Abi, AdapterError> {
         || exports.iter().any(|e| e.starts_with("opa_"))
         || has("eval") && has("builtins")
     {
-        return Err(AdapterError::Unsupported(
-            "this is an OPA/Rego module (it has the opa_* ABI); Portcullis runs waPC and \
-             WIT component policies"
-                .into(),
-        ));
+        return Ok(Abi::Opa);
     }
     if has("_start") {
         return Ok(Abi::WasiCommand);
@@ -106,13 +103,12 @@ mod tests {
     }
 
     #[test]
-    fn opa_is_named_and_wasi_commands_detected() {
+    fn opa_by_its_abi_and_wasi_commands_detected() {
         let opa = wasm(
             r#"(module (import "env" "opa_abort" (func (param i32)))
             (func (export "opa_eval") (result i32) i32.const 0))"#,
         );
-        let err = detect_abi(&opa).unwrap_err().to_string();
-        assert!(err.contains("OPA/Rego"), "{err}");
+        assert_eq!(detect_abi(&opa).unwrap(), Abi::Opa);
 
         let cmd = wasm(r#"(module (func (export "_start")))"#);
         assert_eq!(detect_abi(&cmd).unwrap(), Abi::WasiCommand);

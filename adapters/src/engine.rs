@@ -19,9 +19,9 @@ use crate::limits::GuestLimits;
 pub(crate) use crate::limits::StoreLimits;
 use crate::metadata::{PolicyMetadata, read_metadata};
 use crate::types::{
-    Abi, EvalContext, PolicyRequest, Settings, SettingsVerdict, ValidationResponse,
+    Abi, EvalContext, ExecutionMode, PolicyRequest, Settings, SettingsVerdict, ValidationResponse,
 };
-use crate::{component, detect, wapc, wasi_command};
+use crate::{component, detect, rego, wapc, wasi_command};
 
 /// Engine-wide settings.
 #[derive(Debug, Clone)]
@@ -75,6 +75,7 @@ pub(crate) struct EngineInner {
     wapc_linker: wapc::SharedLinker,
     component_linker: component::SharedLinker,
     wasi_command_linker: wasi_command::SharedLinker,
+    rego_linker: rego::SharedLinker,
     ticker_stop: Arc<AtomicBool>,
 }
 
@@ -134,6 +135,7 @@ impl PolicyEngine {
                 wapc_linker: wapc::linker(&engine)?,
                 component_linker: component::linker(&engine)?,
                 wasi_command_linker: wasi_command::linker(&engine)?,
+                rego_linker: rego::linker(&engine)?,
                 engine,
                 compile_config,
                 config,
@@ -150,9 +152,20 @@ impl PolicyEngine {
 
     /// Detect the ABI, compile the module (or load it from the on-disk cache)
     /// and build its `InstancePre`.
+    ///
+    /// The module runs in the execution mode of its metadata, if it names
+    /// one; [`LoadedModule::with_execution_mode`] sets another.
     pub fn load(&self, wasm: &[u8]) -> Result<LoadedModule, AdapterError> {
         let abi = detect::detect_abi(wasm)?;
         let metadata = read_metadata(wasm).map_err(AdapterError::Invalid)?;
+        let metadata_mode = metadata
+            .as_ref()
+            .and_then(|m| m.execution_mode.as_deref())
+            .map(|mode| {
+                mode.parse::<ExecutionMode>()
+                    .map_err(|e| AdapterError::Invalid(format!("module metadata: {e}")))
+            })
+            .transpose()?;
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(wasm)));
         let inner = &self.inner;
         let artifact = self.artifact(wasm, abi, &digest)?;
@@ -160,6 +173,15 @@ impl PolicyEngine {
             Artifact::Module(module) if abi == Abi::WasiCommand => ModuleKind::WasiCommand(
                 wasi_command::WasiCommandModule::new(&inner.wasi_command_linker, module)?,
             ),
+            Artifact::Module(module) if abi == Abi::Opa => {
+                let limits = StoreLimits::new(
+                    inner.config.max_memory_bytes,
+                    inner.config.epoch_tick,
+                    rego::INTROSPECTION_TIMEOUT,
+                    inner.config.guest,
+                );
+                ModuleKind::Rego(rego::RegoModule::new(&inner.rego_linker, module, limits)?)
+            }
             Artifact::Module(module) => {
                 ModuleKind::Wapc(wapc::WapcModule::new(&inner.wapc_linker, module)?)
             }
@@ -167,14 +189,19 @@ impl PolicyEngine {
                 component::ComponentModule::new(&inner.component_linker, component)?,
             ),
         };
-        Ok(LoadedModule {
+        let loaded = LoadedModule {
             inner: Arc::new(ModuleInner {
                 engine: self.clone(),
                 digest,
                 metadata,
                 kind,
             }),
-        })
+            mode: None,
+        };
+        match metadata_mode {
+            Some(mode) => loaded.with_execution_mode(mode),
+            None => Ok(loaded),
+        }
     }
 }
 
@@ -204,6 +231,11 @@ impl PolicyEngine {
             Abi::Wapc | Abi::WasiCommand => {
                 wasmtime::Module::new(&compiler, wasm).and_then(|m| m.serialize())
             }
+            Abi::Opa => {
+                let rewritten = rego::define_imported_memory(wasm)
+                    .map_err(|e| AdapterError::Invalid(format!("OPA module: {e}")))?;
+                wasmtime::Module::new(&compiler, &rewritten).and_then(|m| m.serialize())
+            }
             Abi::Component => {
                 wasmtime::component::Component::new(&compiler, wasm).and_then(|c| c.serialize())
             }
@@ -224,7 +256,7 @@ impl PolicyEngine {
         // entry whose name carries this engine's fingerprint. wasmtime checks
         // the header and the settings again.
         Ok(match abi {
-            Abi::Wapc | Abi::WasiCommand => {
+            Abi::Wapc | Abi::WasiCommand | Abi::Opa => {
                 Artifact::Module(unsafe { wasmtime::Module::deserialize(engine, bytes)? })
             }
             Abi::Component => Artifact::Component(unsafe {
@@ -252,10 +284,11 @@ fn spawn_epoch_ticker(
 }
 
 /// A compiled module and its `InstancePre`, shared by every policy that uses
-/// the same module bytes. Cheap to clone.
+/// the same module bytes, and the execution mode it runs in. Cheap to clone.
 #[derive(Clone)]
 pub struct LoadedModule {
     inner: Arc<ModuleInner>,
+    mode: Option<ExecutionMode>,
 }
 
 struct ModuleInner {
@@ -269,6 +302,7 @@ enum ModuleKind {
     Wapc(wapc::WapcModule),
     Component(component::ComponentModule),
     WasiCommand(wasi_command::WasiCommandModule),
+    Rego(rego::RegoModule),
 }
 
 impl LoadedModule {
@@ -278,6 +312,61 @@ impl LoadedModule {
             ModuleKind::Wapc(_) => Abi::Wapc,
             ModuleKind::Component(_) => Abi::Component,
             ModuleKind::WasiCommand(_) => Abi::WasiCommand,
+            ModuleKind::Rego(_) => Abi::Opa,
+        }
+    }
+
+    /// The same compiled module, run in execution `mode` (Kubewarden's
+    /// `executionMode`). Cheap: the compiled code is shared. Fails when the
+    /// module cannot run in that mode.
+    pub fn with_execution_mode(&self, mode: ExecutionMode) -> Result<LoadedModule, AdapterError> {
+        let fits = match (&self.inner.kind, mode) {
+            (ModuleKind::Wapc(_), ExecutionMode::KubewardenWapc) => true,
+            (ModuleKind::Rego(_), ExecutionMode::Opa | ExecutionMode::Gatekeeper) => true,
+            (ModuleKind::WasiCommand(_), ExecutionMode::Wasi) => true,
+            _ => false,
+        };
+        if !fits {
+            let what = match self.abi() {
+                Abi::Wapc => "a waPC module",
+                Abi::Component => "a WIT component, which has no execution mode",
+                Abi::Opa => "an OPA module (it runs as opa or gatekeeper)",
+                Abi::WasiCommand => "a WASI command module (it runs as wasi)",
+            };
+            let needs = match mode {
+                ExecutionMode::KubewardenWapc => "a waPC module",
+                ExecutionMode::Wasi => "a WASI command module (exporting _start)",
+                _ => "an OPA module (built with `opa build -t wasm`)",
+            };
+            return Err(AdapterError::Unsupported(format!(
+                "execution mode {mode} needs {needs}, but this is {what}"
+            )));
+        }
+        Ok(LoadedModule {
+            inner: self.inner.clone(),
+            mode: Some(mode),
+        })
+    }
+
+    /// The execution mode the module runs in, when one applies: set by
+    /// [`LoadedModule::with_execution_mode`] or the module's metadata, and
+    /// `kubewarden-wapc` for waPC modules without either.
+    pub fn execution_mode(&self) -> Option<ExecutionMode> {
+        match (&self.inner.kind, self.mode) {
+            (_, Some(mode)) => Some(mode),
+            (ModuleKind::Wapc(_), None) => Some(ExecutionMode::KubewardenWapc),
+            (ModuleKind::WasiCommand(_), None) => Some(ExecutionMode::Wasi),
+            _ => None,
+        }
+    }
+
+    /// What an OPA module declares: its ABI version, entrypoints and the
+    /// builtins it needs from the host (flagging those not implemented).
+    /// `None` for other modules.
+    pub fn opa_info(&self) -> Option<&rego::OpaModuleInfo> {
+        match &self.inner.kind {
+            ModuleKind::Rego(m) => Some(m.info()),
+            _ => None,
         }
     }
 
@@ -303,6 +392,7 @@ impl LoadedModule {
             ModuleKind::Wapc(m) => m.validate_settings(limits, ctx, settings),
             ModuleKind::Component(m) => m.validate_settings(limits, ctx, settings),
             ModuleKind::WasiCommand(m) => m.validate_settings(limits, ctx, settings),
+            ModuleKind::Rego(m) => m.validate_settings(self.mode, settings),
         };
         on_time(verdict, deadline, ctx)
     }
@@ -320,6 +410,7 @@ impl LoadedModule {
             ModuleKind::Wapc(m) => m.validate(limits, ctx, request, settings),
             ModuleKind::Component(m) => m.validate(limits, ctx, request, settings),
             ModuleKind::WasiCommand(m) => m.validate(limits, ctx, request, settings),
+            ModuleKind::Rego(m) => m.validate(limits, ctx, self.mode, request, settings, 1),
         };
         on_time(verdict, deadline, ctx)
     }
@@ -348,6 +439,25 @@ impl LoadedModule {
                 }
                 Ok(answer)
             }
+            ModuleKind::Rego(m) => m.validate(limits, ctx, self.mode, request, settings, n),
+        }
+    }
+
+    /// For an OPA module, the value of its entrypoint for one request, before
+    /// it becomes a verdict (`None`: undefined); for conformance tests that
+    /// count violations. Runs in a fresh instance like [`Self::validate`].
+    #[doc(hidden)]
+    pub fn opa_entrypoint_value(
+        &self,
+        ctx: &EvalContext,
+        request: &PolicyRequest,
+        settings: &Settings,
+    ) -> Result<Option<serde_json::Value>, EvalError> {
+        match &self.inner.kind {
+            ModuleKind::Rego(m) => {
+                m.entrypoint_value(self.limits(ctx), ctx, self.mode, request, settings)
+            }
+            _ => Err(EvalError::Unsupported("not an OPA module".into())),
         }
     }
 

@@ -52,6 +52,9 @@ pub enum EvalError {
     /// The request is not a well-formed admission request.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// The policy called a builtin function this host does not implement.
+    #[error("policy called the builtin function `{0}`, which this host does not implement")]
+    UnsupportedBuiltin(String),
 }
 
 impl EvalError {
@@ -67,6 +70,7 @@ impl EvalError {
             EvalError::Instantiation(_) => "instantiation",
             EvalError::Unsupported(_) => "unsupported",
             EvalError::InvalidRequest(_) => "invalid_request",
+            EvalError::UnsupportedBuiltin(_) => "unsupported_builtin",
         }
     }
 }

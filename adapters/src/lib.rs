@@ -1,6 +1,8 @@
 //! One evaluation API over the kinds of admission policy Portcullis runs:
 //! Kubewarden's waPC modules, components of the `portcullis:policy` WIT world,
-//! and Kubewarden's plain WASI command policies (`executionMode: wasi`).
+//! Kubewarden's plain WASI command policies (`executionMode: wasi`), and Rego
+//! policies compiled by `opa build -t wasm` (Kubewarden's `opa` and
+//! `gatekeeper` execution modes).
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -33,11 +35,14 @@ mod error;
 mod guest_log;
 mod limits;
 mod metadata;
+mod rego;
 mod types;
 mod wapc;
 mod wasi_command;
 
-pub use capabilities::{CallContext, CapabilityError, HostCapabilities, NoCapabilities};
+pub use capabilities::{
+    CallContext, CapabilityError, ContextResourceList, HostCapabilities, NoCapabilities,
+};
 pub use detect::detect_abi;
 pub use engine::{EngineConfig, LoadedModule, PolicyEngine};
 pub use error::{AdapterError, EvalError};
@@ -46,4 +51,8 @@ pub use metadata::{
     ContextAwareResource, KUBEWARDEN_SECTION, PORTCULLIS_SECTION, PolicyMetadata, Rule,
     read_metadata,
 };
-pub use types::{Abi, EvalContext, PolicyRequest, Settings, SettingsVerdict, ValidationResponse};
+pub use rego::builtins::supported_builtins as supported_rego_builtins;
+pub use rego::{OpaModuleInfo, RequiredBuiltin};
+pub use types::{
+    Abi, EvalContext, ExecutionMode, PolicyRequest, Settings, SettingsVerdict, ValidationResponse,
+};

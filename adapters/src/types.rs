@@ -9,6 +9,8 @@ use serde_json::Value;
 
 use crate::capabilities::HostCapabilities;
 
+pub use portcullis_config::ExecutionMode;
+
 /// Which ABI a module speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -19,6 +21,9 @@ pub enum Abi {
     Component,
     /// A WASI command module (Kubewarden's `executionMode: wasi`).
     WasiCommand,
+    /// The OPA WebAssembly ABI of `opa build -t wasm`: Rego policies, run in
+    /// the `opa` or `gatekeeper` execution mode.
+    Opa,
 }
 
 impl std::fmt::Display for Abi {
@@ -27,6 +32,7 @@ impl std::fmt::Display for Abi {
             Abi::Wapc => "wapc",
             Abi::Component => "component",
             Abi::WasiCommand => "wasi-command",
+            Abi::Opa => "opa",
         })
     }
 }

@@ -18,8 +18,8 @@ pub use module_sources::{
     ModuleLocation, ModuleSourceAllowList, ModuleSourcePattern, SourceScheme,
 };
 pub use policies::{
-    ContextAwareResource, LenientPolicies, PoliciesConfig, PolicyConfig, PolicyEntry,
-    PolicyGroupConfig, PolicyGroupMember, PolicyMode, content_digest,
+    ContextAwareResource, ExecutionMode, LenientPolicies, PoliciesConfig, PolicyConfig,
+    PolicyEntry, PolicyGroupConfig, PolicyGroupMember, PolicyMode, content_digest,
 };
 pub use sources::{SourceAuthority, SourcesConfig};
 

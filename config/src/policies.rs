@@ -69,6 +69,66 @@ impl fmt::Display for PolicyMode {
     }
 }
 
+/// How a module is run, with Kubewarden's `executionMode` names.
+///
+/// Optional in the policies file: without it the mode comes from the module's
+/// metadata, else from the module itself (waPC and components are recognised;
+/// an OPA module must be told `opa` or `gatekeeper`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExecutionMode {
+    /// Kubewarden's waPC protocol v1.
+    KubewardenWapc,
+    /// An OPA policy: input `{request}`, data = the settings; the result's
+    /// `response` is the verdict.
+    Opa,
+    /// A Gatekeeper ConstraintTemplate's Rego: input `{parameters, review}`;
+    /// any violation denies.
+    Gatekeeper,
+    /// A WASI command: the request on stdin, the verdict on stdout.
+    Wasi,
+}
+
+impl ExecutionMode {
+    /// Every mode, in the order of the documentation.
+    pub const ALL: [ExecutionMode; 4] = [
+        ExecutionMode::KubewardenWapc,
+        ExecutionMode::Opa,
+        ExecutionMode::Gatekeeper,
+        ExecutionMode::Wasi,
+    ];
+
+    /// The name used in the policies file and the module metadata.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::KubewardenWapc => "kubewarden-wapc",
+            Self::Opa => "opa",
+            Self::Gatekeeper => "gatekeeper",
+            Self::Wasi => "wasi",
+        }
+    }
+}
+
+impl fmt::Display for ExecutionMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ExecutionMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|mode| mode.as_str() == s)
+            .ok_or_else(|| {
+                let known: Vec<&str> = Self::ALL.iter().map(|m| m.as_str()).collect();
+                format!("unknown execution mode {s:?} (known: {})", known.join(", "))
+            })
+    }
+}
+
 /// A Kubernetes resource type a context-aware policy may read.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -109,6 +169,9 @@ pub struct PolicyConfig {
     /// `oci/v1/verify`, ...); empty grants nothing.
     #[serde(default)]
     pub host_capabilities: Vec<String>,
+    /// How the module is run; overrides the module's metadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_mode: Option<ExecutionMode>,
 }
 
 /// A policy group: members evaluated and combined by a boolean expression.
@@ -144,6 +207,9 @@ pub struct PolicyGroupMember {
     /// Host-capability patterns granted to the member.
     #[serde(default)]
     pub host_capabilities: Vec<String>,
+    /// How the member's module is run; overrides the module's metadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_mode: Option<ExecutionMode>,
 }
 
 fn empty_object() -> Value {
@@ -296,6 +362,9 @@ clusterwide-labels:
   settings:
     labels:
       team: unknown
+clusterwide-gatekeeper:
+  module: file:///policies/privileged.wasm
+  executionMode: gatekeeper
 clusterwide-group-a:
   policyMode: protect
   expression: "a() && b()"
@@ -315,7 +384,7 @@ bad/id:
     #[test]
     fn lenient_parse_reads_every_kind_of_entry() {
         let parsed = PoliciesConfig::parse_lenient(EXAMPLE.as_bytes()).unwrap();
-        assert_eq!(parsed.entries.len(), 5);
+        assert_eq!(parsed.entries.len(), 6);
 
         let Ok(PolicyEntry::Policy(privileged)) = &parsed.entries["clusterwide-privileged"] else {
             panic!("{:?}", parsed.entries["clusterwide-privileged"]);
@@ -324,6 +393,12 @@ bad/id:
         assert_eq!(privileged.settings, json!({}));
         assert!(!privileged.allowed_to_mutate);
         assert!(privileged.host_capabilities.is_empty());
+        assert_eq!(privileged.execution_mode, None);
+
+        let Ok(PolicyEntry::Policy(gatekeeper)) = &parsed.entries["clusterwide-gatekeeper"] else {
+            panic!();
+        };
+        assert_eq!(gatekeeper.execution_mode, Some(ExecutionMode::Gatekeeper));
 
         let Ok(PolicyEntry::Policy(labels)) = &parsed.entries["clusterwide-labels"] else {
             panic!();
@@ -365,6 +440,35 @@ bad/id:
             PoliciesConfig::parse_lenient(b"p: {module: file:///p.wasm, settings: [1]}").unwrap();
         let err = parsed.entries["p"].as_ref().unwrap_err();
         assert!(err.contains("settings must be an object"), "{err}");
+    }
+
+    #[test]
+    fn execution_modes_use_kubewarden_names() {
+        for mode in ExecutionMode::ALL {
+            let yaml = format!("p: {{module: x, executionMode: {mode}}}");
+            let parsed = PoliciesConfig::from_slice(yaml.as_bytes()).unwrap();
+            let PolicyEntry::Policy(p) = &parsed.policies["p"] else {
+                panic!();
+            };
+            assert_eq!(p.execution_mode, Some(mode));
+            assert_eq!(mode.as_str().parse::<ExecutionMode>(), Ok(mode));
+        }
+        let parsed = PoliciesConfig::parse_lenient(b"p: {module: x, executionMode: rego}").unwrap();
+        let err = parsed.entries["p"].as_ref().unwrap_err();
+        assert!(err.contains("kubewarden-wapc"), "{err}");
+        let member =
+            "g: {expression: a(), message: m, policies: {a: {module: x, executionMode: opa}}}";
+        let parsed = PoliciesConfig::from_slice(member.as_bytes()).unwrap();
+        let PolicyEntry::Group(g) = &parsed.policies["g"] else {
+            panic!();
+        };
+        assert_eq!(g.policies["a"].execution_mode, Some(ExecutionMode::Opa));
+        assert!(
+            "rego"
+                .parse::<ExecutionMode>()
+                .unwrap_err()
+                .contains("gatekeeper")
+        );
     }
 
     #[test]

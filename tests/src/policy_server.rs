@@ -105,6 +105,7 @@ pub struct Policy {
     settings: Value,
     monitor: bool,
     allowed_to_mutate: bool,
+    execution_mode: Option<String>,
 }
 
 impl Policy {
@@ -117,6 +118,7 @@ impl Policy {
             settings: json!({}),
             monitor: false,
             allowed_to_mutate: false,
+            execution_mode: None,
         }
     }
 
@@ -138,6 +140,12 @@ impl Policy {
         self
     }
 
+    /// `executionMode: mode` (`opa`, `gatekeeper`, ...).
+    pub fn execution_mode(mut self, mode: &str) -> Policy {
+        self.execution_mode = Some(mode.to_string());
+        self
+    }
+
     /// The policy id (`/validate/<id>`).
     pub fn id(&self) -> &str {
         &self.id
@@ -151,12 +159,16 @@ impl Policy {
             Some(root) => format!("file://{}/{}.wasm", root.display(), self.module),
             None => module,
         };
-        Ok(json!({
+        let mut entry = json!({
             "module": module,
             "settings": self.settings,
             "policyMode": if self.monitor { "monitor" } else { "protect" },
             "allowedToMutate": self.allowed_to_mutate,
-        }))
+        });
+        if let Some(mode) = &self.execution_mode {
+            entry["executionMode"] = json!(mode);
+        }
+        Ok(entry)
     }
 }
 

@@ -104,10 +104,22 @@ impl PolicyLoader {
                 states.insert(id, PolicyState::Loaded(unchanged));
                 continue;
             }
+            // The execution mode is per policy: modules are shared by digest.
             let module = match &modules[&digest] {
-                Ok(module) => module.clone(),
+                Ok(module) => match config.execution_mode {
+                    None => Ok(module.clone()),
+                    Some(mode) => module.with_execution_mode(mode).map_err(|e| {
+                        format!(
+                            "cannot run module {} in execution mode {mode}: {e}",
+                            config.module
+                        )
+                    }),
+                },
+                Err(reason) => Err(format!("cannot load module {}: {reason}", config.module)),
+            };
+            let module = match module {
+                Ok(module) => module,
                 Err(reason) => {
-                    let reason = format!("cannot load module {}: {reason}", config.module);
                     let mut state = failed_policy(&id, reason, Some(&config));
                     state.module_digest = Some(digest);
                     states.insert(id, PolicyState::Failed(Arc::new(state)));

@@ -37,6 +37,8 @@ pub struct BenchArgs {
     /// The module: a path or a URI.
     module: String,
     #[command(flatten)]
+    mode: inputs::ModeArgs,
+    #[command(flatten)]
     sources: inputs::SourceArgs,
 }
 
@@ -75,7 +77,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let module = inputs::fetch_module(&args.module, &args.sources).await?;
     let settings = inputs::settings(args.settings.as_deref())?;
     let request = inputs::request(&args.request, false)?;
-    let loaded = inputs::engine()?.load(&module.bytes)?;
+    let loaded = args.mode.load(&inputs::engine()?, &module.bytes)?;
     let ctx = EvalContext::new(policy_name(&args.module), Duration::from_secs(5));
     let duration = args.duration;
     let (fresh, warm) = tokio::task::spawn_blocking({

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
-use portcullis_adapters::{EngineConfig, PolicyEngine, PolicyRequest, Settings};
+use portcullis_adapters::{
+    EngineConfig, ExecutionMode, LoadedModule, PolicyEngine, PolicyRequest, Settings,
+};
 use portcullis_config::sources::SourcesConfig;
 use portcullis_host::fetch::{DownloadProgress, FetchConfig, ModuleFetcher};
 use serde_json::Value;
@@ -139,6 +141,26 @@ pub async fn fetch_module(module: &str, sources: &SourceArgs) -> anyhow::Result<
             bytes: bytes.into(),
             digest,
             manifest_digest: None,
+        })
+    }
+}
+
+/// How the module runs, as `executionMode` in a policies file.
+#[derive(Args, Clone, Default)]
+pub struct ModeArgs {
+    /// Execution mode: kubewarden-wapc, opa, gatekeeper or wasi (default:
+    /// the module's metadata; an OPA module needs opa or gatekeeper).
+    #[arg(long, short = 'e')]
+    pub execution_mode: Option<ExecutionMode>,
+}
+
+impl ModeArgs {
+    /// Compile `bytes` and set the execution mode, if one was given.
+    pub fn load(&self, engine: &PolicyEngine, bytes: &[u8]) -> anyhow::Result<LoadedModule> {
+        let loaded = engine.load(bytes)?;
+        Ok(match self.execution_mode {
+            Some(mode) => loaded.with_execution_mode(mode)?,
+            None => loaded,
         })
     }
 }

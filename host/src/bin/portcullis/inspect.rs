@@ -14,7 +14,9 @@ pub struct InspectArgs {
     sources: inputs::SourceArgs,
 }
 
-/// Prints the ABI, digest, size, the metadata (from `io.kubewarden.metadata`
+/// Prints the ABI, digest, size, execution mode (and, for an OPA module, its
+/// entrypoints and the builtins it needs, flagging those this host lacks),
+/// the metadata (from `io.kubewarden.metadata`
 /// or `portcullis.metadata`, as written) and the host capabilities the module
 /// may call. Fails when the module does not load: what inspect accepts, the
 /// policy-server runs.
@@ -34,15 +36,29 @@ pub async fn inspect(args: InspectArgs) -> anyhow::Result<()> {
     if section.is_some() && loaded.metadata().is_none() {
         anyhow::bail!("the metadata section is not valid policy metadata");
     }
-    let report = json!({
+    let mut report = json!({
         "module": args.module,
         "abi": loaded.abi(),
         "digest": loaded.digest(),
         "size": module.bytes.len(),
+        "executionMode": loaded.execution_mode(),
         "metadataSection": section,
         "metadata": metadata,
         "capabilities": capabilities::detect(&module.bytes)?,
     });
+    // OPA modules: the ABI version, the entrypoints, and the builtins the
+    // module needs from the host, with the ones this host lacks flagged.
+    if let Some(opa) = loaded.opa_info() {
+        let mut info = serde_json::to_value(opa)?;
+        let unsupported: Vec<&str> = opa
+            .builtins
+            .iter()
+            .filter(|b| !b.supported)
+            .map(|b| b.name.as_str())
+            .collect();
+        info["unsupportedBuiltins"] = json!(unsupported);
+        report["opa"] = info;
+    }
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
 }

@@ -30,6 +30,8 @@ pub struct RunArgs {
     /// The module: a path or a `file://`, `http(s)://` or `registry://` URI.
     module: String,
     #[command(flatten)]
+    mode: inputs::ModeArgs,
+    #[command(flatten)]
     sources: inputs::SourceArgs,
     #[command(flatten)]
     capabilities: CapabilityArgs,
@@ -103,7 +105,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let settings = inputs::settings(args.settings.as_deref())?;
     let request = inputs::request(&args.request, args.raw)?;
     let engine = inputs::engine()?;
-    let loaded = engine.load(&module.bytes)?;
+    let loaded = args.mode.load(&engine, &module.bytes)?;
     let resources: Vec<ResourceType> = if args.capabilities.allow_context_aware {
         loaded
             .metadata()
