@@ -320,12 +320,15 @@ impl LoadedModule {
     /// `executionMode`). Cheap: the compiled code is shared. Fails when the
     /// module cannot run in that mode.
     pub fn with_execution_mode(&self, mode: ExecutionMode) -> Result<LoadedModule, AdapterError> {
-        let fits = match (&self.inner.kind, mode) {
-            (ModuleKind::Wapc(_), ExecutionMode::KubewardenWapc) => true,
-            (ModuleKind::Rego(_), ExecutionMode::Opa | ExecutionMode::Gatekeeper) => true,
-            (ModuleKind::WasiCommand(_), ExecutionMode::Wasi) => true,
-            _ => false,
-        };
+        let fits = matches!(
+            (&self.inner.kind, mode),
+            (ModuleKind::Wapc(_), ExecutionMode::KubewardenWapc)
+                | (
+                    ModuleKind::Rego(_),
+                    ExecutionMode::Opa | ExecutionMode::Gatekeeper
+                )
+                | (ModuleKind::WasiCommand(_), ExecutionMode::Wasi)
+        );
         if !fits {
             let what = match self.abi() {
                 Abi::Wapc => "a waPC module",

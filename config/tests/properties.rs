@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use portcullis_config::{
-    ContextAwareResource, ModuleLocation, ModuleSourcePattern, PoliciesConfig, PolicyConfig,
-    PolicyEntry, PolicyMode, SourceScheme, SourcesConfig,
+    ContextAwareResource, ExecutionMode, ModuleLocation, ModuleSourcePattern, PoliciesConfig,
+    PolicyConfig, PolicyEntry, PolicyMode, SourceScheme, SourcesConfig,
 };
 use proptest::prelude::*;
 use serde_json::Value;
@@ -42,9 +42,20 @@ fn policy() -> impl Strategy<Value = PolicyConfig> {
         prop::option::of("[ -~]{0,30}"),
         prop::option::of(any::<u64>()),
         prop::collection::vec("[a-z*/]{1,12}", 0..3),
+        prop::option::of(prop::sample::select(ExecutionMode::ALL.to_vec())),
     )
         .prop_map(
-            |(module, settings, mode, mutate, resources, message, timeout, capabilities)| {
+            |(
+                module,
+                settings,
+                mode,
+                mutate,
+                resources,
+                message,
+                timeout,
+                capabilities,
+                execution_mode,
+            )| {
                 PolicyConfig {
                     module,
                     settings,
@@ -60,6 +71,7 @@ fn policy() -> impl Strategy<Value = PolicyConfig> {
                     message,
                     timeout_eval_seconds: timeout,
                     host_capabilities: capabilities,
+                    execution_mode,
                 }
             },
         )

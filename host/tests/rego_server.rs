@@ -35,10 +35,11 @@ async fn each_policy_runs_in_its_execution_mode() {
             policy("pod-privileged-wapc", Some("gatekeeper")),
         ),
         ("wasi-mode", policy("pod-privileged-wapc", Some("wasi"))),
+        ("go-wasi", policy("pod-privileged-go", Some("wasi"))),
     ]);
     let server = TestServer::start(&yaml, Options::default()).await;
 
-    for id in ["gk", "opa"] {
+    for id in ["gk", "opa", "go-wasi"] {
         let denied = server.validate(id, &fixture("pod-privileged.json")).await;
         assert_eq!(denied["allowed"], false, "{id}: {denied}");
         assert_eq!(denied["status"]["message"], PRIVILEGED_MESSAGE, "{id}");

@@ -8,7 +8,7 @@ use wasmtime::{Caller, Extern, Linker, Trap};
 use super::abi::MAX_GUEST_STRING;
 use super::builtins::{self, Impl, Output, rego_value};
 use super::{RegoFault, RegoState};
-use crate::guest_log::{self, GuestLevel};
+use crate::guest_log::GuestLevel;
 
 pub(super) fn add_to_linker(linker: &mut Linker<RegoState>) -> wasmtime::Result<()> {
     linker.func_wrap(
@@ -24,7 +24,12 @@ pub(super) fn add_to_linker(linker: &mut Linker<RegoState>) -> wasmtime::Result<
         "opa_println",
         |mut caller: Caller<'_, RegoState>, addr: i32| {
             let message = read_message(&mut caller, addr);
-            guest_log::emit(&caller.data().policy_id, GuestLevel::Info, &message, None);
+            // Under the evaluation's log budget, like every guest's output.
+            let state = caller.data_mut();
+            state
+                .limits
+                .output(&state.policy_id)
+                .log(GuestLevel::Info, &message, None);
         },
     )?;
     linker.func_wrap(

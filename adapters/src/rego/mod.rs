@@ -166,11 +166,8 @@ impl RegoModule {
         limits: StoreLimits,
     ) -> Result<ModuleInfo, AdapterError> {
         let link = |what: &str, e: wasmtime::Error| AdapterError::Link(format!("{what}: {e:#}"));
-        let ticks = limits.deadline_ticks;
         let mut store = Store::new(pre.module().engine(), RegoState::new(limits, "", None));
-        store.limiter(|s| &mut s.limits);
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
+        StoreLimits::install(&mut store, |s| &mut s.limits);
         let instance = pre
             .instantiate(&mut store)
             .map_err(|e| link("cannot instantiate the module", e))?;
@@ -289,14 +286,11 @@ impl RegoModule {
     }
 
     fn instantiate(&self, limits: StoreLimits, ctx: &EvalContext) -> Result<Running, EvalError> {
-        let ticks = limits.deadline_ticks;
         let mut store = Store::new(
             self.pre.module().engine(),
             RegoState::new(limits, &ctx.policy_id, Some(self.info.clone())),
         );
-        store.limiter(|s| &mut s.limits);
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
+        StoreLimits::install(&mut store, |s| &mut s.limits);
         let instance = self
             .pre
             .instantiate(&mut store)

@@ -69,6 +69,8 @@ pub fn policy_entry(policy: &PolicyView, server: &PolicyServerSpec) -> PolicyEnt
                 .timeout_eval_seconds
                 .and_then(|t| u64::try_from(t).ok()),
             host_capabilities: host_capabilities(policy, server),
+            // As Kubewarden's CRDs: the mode is the module's metadata.
+            execution_mode: None,
         }),
         PolicyBody::Group {
             expression,
@@ -88,6 +90,7 @@ pub fn policy_entry(policy: &PolicyView, server: &PolicyServerSpec) -> PolicyEnt
                             .timeout_eval_seconds
                             .and_then(|t| u64::try_from(t).ok()),
                         host_capabilities: host_capabilities(policy, server),
+                        execution_mode: None,
                     };
                     (name.clone(), member)
                 })
