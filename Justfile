@@ -21,6 +21,7 @@ demo: policies build
 # The whole test suite: unit, integration, end-to-end against a real kube-apiserver, and lints.
 test: policies go-tools lint
     cargo test --workspace --no-fail-fast
+    scripts/kind.sh test
 
 # Build the Go test binaries: the OCI registry, the control-plane harness and helm.
 go-tools:
@@ -66,52 +67,49 @@ image-test tag="portcullis:dev" offline="0": policies (image tag offline)
         cargo test -p portcullis-tests --test image -- --ignored
 
 # ------------------------------------------------------------------- kind
-# A kind cluster running this checkout's image and Helm charts (needs Docker).
-# The whole round trip, see docs/kind.md:
+# A kind cluster running this checkout's image and Helm charts (scripts/kind.sh,
+# docs/kind.md). The whole round trip:
 #   just kind-up kind-load kind-install kind-e2e kind-down
+# Needs Docker (installed and started here where it is missing: root and
+# apt-get); where no container registry answers, the node image and the
+# images the round trip needs are built here first (scripts/kind-node-image.sh).
 
-kind_bin := env_var_or_default("KIND", env_var("HOME") + "/.cache/portcullis/bin/kind")
-helm_bin := env_var_or_default("HELM", env_var("HOME") + "/.cache/portcullis/bin/helm")
-kind_cluster := "portcullis"
-kind_context := "kind-" + kind_cluster
-kind_namespace := "portcullis"
-kind_registry := "portcullis-kind-registry"
-kind_registry_port := "5001"
+# Build the kind node image, registry:2 and the kubectl image here, from Debian packages and Go modules (what kind-up does where no registry answers); cached.
+kind-node-image:
+    scripts/kind-node-image.sh --images
 
 # Create the kind cluster `portcullis` and an OCI registry for policy modules (a container on the `kind` network, published on 127.0.0.1:5001).
 kind-up:
-    [[ -x "{{ kind_bin }}" ]] || scripts/go-tools.sh kind
-    "{{ kind_bin }}" get clusters | grep -qx "{{ kind_cluster }}" || "{{ kind_bin }}" create cluster --name "{{ kind_cluster }}" --wait 180s
-    docker inspect "{{ kind_registry }}" >/dev/null 2>&1 || docker run -d --restart=always --name "{{ kind_registry }}" --network kind -p "127.0.0.1:{{ kind_registry_port }}:5000" registry:2
+    scripts/kind.sh up
 
-# Build the image portcullis:dev (also tagged portcullis:dev-upgrade, for the upgrade test), load both into the kind cluster, and push the test policies to the kind registry.
+# Build the image portcullis:dev (also tagged portcullis:dev-upgrade, for the upgrade test), load it into the kind cluster, and push the test policies to the kind registry.
 kind-load: policies
-    scripts/image.sh portcullis:dev
-    docker tag portcullis:dev portcullis:dev-upgrade
-    "{{ kind_bin }}" load docker-image portcullis:dev portcullis:dev-upgrade --name "{{ kind_cluster }}"
-    sources="$(mktemp)"; trap 'rm -f "$sources"' EXIT; \
-    printf 'insecure_sources:\n  - "127.0.0.1:{{ kind_registry_port }}"\n' > "$sources"; \
-    for p in pod-privileged-wapc pod-privileged-component default-labels-wapc; do \
-        cargo run -q -p portcullis-host --bin portcullis -- push "target/policies/$p.wasm" "registry://127.0.0.1:{{ kind_registry_port }}/policies/$p:v1" --sources-path "$sources"; \
-    done
+    scripts/kind.sh load
 
 # Install the charts into the kind cluster: CRDs, the controller and the default PolicyServer, all with portcullis:dev.
 kind-install:
-    [[ -x "{{ helm_bin }}" ]] || scripts/go-tools.sh helm
-    "{{ helm_bin }}" --kube-context "{{ kind_context }}" upgrade --install --wait portcullis-crds charts/portcullis-crds
-    "{{ helm_bin }}" --kube-context "{{ kind_context }}" upgrade --install --wait --namespace "{{ kind_namespace }}" --create-namespace portcullis-controller charts/portcullis-controller --set image.repository=portcullis --set image.tag=dev
-    "{{ helm_bin }}" --kube-context "{{ kind_context }}" upgrade --install --wait --namespace "{{ kind_namespace }}" portcullis-defaults charts/portcullis-defaults --set policyServer.image.repository=portcullis --set policyServer.image.tag=dev
+    scripts/kind.sh install helm
 
-# Run tests/tests/kind_e2e.rs against the kind cluster; the uninstall test runs last, alone (it removes the charts).
+# Install the kustomize dev overlay into the kind cluster instead of the charts.
+kind-install-kustomize:
+    scripts/kind.sh install kustomize
+
+# Uninstall the charts.
+kind-uninstall:
+    scripts/kind.sh uninstall helm
+
+# Uninstall the kustomize dev overlay.
+kind-uninstall-kustomize:
+    scripts/kind.sh uninstall kustomize
+
+# Run tests/tests/kind_e2e.rs against the charts in the kind cluster; the uninstall test runs last, alone (it uninstalls them).
 kind-e2e:
-    registry_ip="$(docker inspect -f '{{{{ .NetworkSettings.Networks.kind.IPAddress }}' "{{ kind_registry }}")"; \
-    export PORTCULLIS_KIND_CONTEXT="{{ kind_context }}" PORTCULLIS_KIND_NAMESPACE="{{ kind_namespace }}" \
-        PORTCULLIS_KIND_REGISTRY="$registry_ip:5000" PORTCULLIS_KIND_IMAGE=portcullis:dev \
-        PORTCULLIS_KIND_UPGRADE_IMAGE=portcullis:dev-upgrade HELM="{{ helm_bin }}"; \
-    cargo test -p portcullis-tests --test kind_e2e -- --ignored --skip uninstall_leaves_no_webhooks; \
-    cargo test -p portcullis-tests --test kind_e2e -- --ignored --exact uninstall_leaves_no_webhooks
+    scripts/kind.sh e2e helm
+
+# Run the kind tests that apply to the kustomize install, then its uninstall test.
+kind-e2e-kustomize:
+    scripts/kind.sh e2e kustomize
 
 # Delete the kind cluster and its registry.
 kind-down:
-    "{{ kind_bin }}" delete cluster --name "{{ kind_cluster }}"
-    docker rm -f "{{ kind_registry }}" >/dev/null 2>&1 || true
+    scripts/kind.sh down

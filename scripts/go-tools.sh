@@ -34,18 +34,36 @@ up_to_date() { # name wanted-stamp
   [[ "${PORTCULLIS_GO_TOOLS_FORCE:-0}" != 1 && -x "$bin" && -f "$stamp" && "$(cat "$stamp")" == "$2" ]]
 }
 
-install_module() { # name pkg@version
-  local name="$1" pkg="$2" want tmp
+install_module() { # name pkg@version [ldflags]
+  local name="$1" pkg="$2" ldflags="${3:-}" want tmp
   want="$pkg $GO_VERSION CGO_ENABLED=$CGO_ENABLED"
+  [[ -n "$ldflags" ]] && want+=" ldflags=$ldflags"
   if up_to_date "$name" "$want"; then log "$name up to date ($pkg)"; return; fi
   log "building $name from $pkg ..."
   tmp="$(mktemp -d "$BIN_DIR/.build-$name.XXXXXX")"
   local start=$SECONDS
-  if ! GOBIN="$tmp" go install "$pkg"; then rm -rf "$tmp"; log "building $name failed"; exit 1; fi
+  if ! GOBIN="$tmp" go install -ldflags="$ldflags" "$pkg"; then rm -rf "$tmp"; log "building $name failed"; exit 1; fi
   mv -f "$tmp/$(basename "${pkg%@*}")" "$BIN_DIR/$name"
   rm -rf "$tmp"
   echo "$want" > "$BIN_DIR/$name.stamp"
   log "built $name in $((SECONDS - start))s"
+}
+
+# The ldflags of helm's release build (its Makefile): the version, and the
+# Kubernetes version of its client-go (v0.X.Y -> 1.X), which `helm template`
+# and `helm lint` assume for a chart's kubeVersion constraint and
+# .Capabilities.KubeVersion. Without them helm reports v3.x-dev and assumes
+# Kubernetes v1.20, and refuses charts requiring more.
+helm_ldflags() {
+  local version="${HELM_PKG##*@}" dir client_go major minor
+  dir="$(go mod download -json "${HELM_PKG%%/cmd/*}@$version" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+  client_go="$(awk '$1 == "k8s.io/client-go" {print $2; exit}' "$dir/go.mod")"
+  [[ "$client_go" =~ ^v0\.([0-9]+)\. ]] || { log "helm: cannot read k8s.io/client-go's version from $dir/go.mod"; exit 1; }
+  major=1 minor="${BASH_REMATCH[1]}"
+  local m=helm.sh/helm/v3
+  echo "-s -w -X $m/internal/version.version=$version -X $m/internal/version.gitTreeState=clean" \
+    "-X $m/pkg/lint/rules.k8sVersionMajor=$major -X $m/pkg/lint/rules.k8sVersionMinor=$minor" \
+    "-X $m/pkg/chartutil.k8sVersionMajor=$major -X $m/pkg/chartutil.k8sVersionMinor=$minor"
 }
 
 control_plane_hash() {
@@ -77,7 +95,7 @@ done
 for name in "${names[@]}"; do
   case "$name" in
     registry) install_module registry "$REGISTRY_PKG" ;;
-    helm) install_module helm "$HELM_PKG" ;;
+    helm) install_module helm "$HELM_PKG" "$(helm_ldflags)" ;;
     kind) install_module kind "$KIND_PKG" ;;
     control-plane) build_control_plane ;;
     *) log "unknown tool '$name' (known: registry helm kind control-plane all)"; exit 2 ;;

@@ -18,6 +18,12 @@
 # builds the real Dockerfile on top of them. Idempotent: an image that exists
 # is kept (pass --rebuild to replace both). Needs root, buildah and
 # debootstrap (Debian: apt-get install buildah debootstrap).
+#
+#   scripts/offline-base-images.sh --docker-runtime [--rebuild]
+#
+# builds only the runtime stand-in, into the Docker engine's image store (no
+# buildah, no debootstrap), for `scripts/image.sh --prebuilt` and the kind node
+# image's control-plane images (scripts/kind-node-image.sh).
 set -euo pipefail
 
 rust_version="${RUST_VERSION:-1.95.0}"
@@ -28,10 +34,18 @@ runtime_ref="localhost/portcullis-base/cc-debian12:nonroot"
 # Site-local CAs to trust in the builder (not in the runtime image).
 extra_ca_dir="${EXTRA_CA_DIR:-/usr/local/share/ca-certificates}"
 
-rebuild=0
-[[ "${1:-}" == "--rebuild" ]] && rebuild=1
+rebuild=0 docker_runtime=0
+for arg in "$@"; do
+    case "$arg" in
+        --rebuild) rebuild=1 ;;
+        --docker-runtime) docker_runtime=1 ;;
+        *) echo "usage: $0 [--docker-runtime] [--rebuild]" >&2; exit 2 ;;
+    esac
+done
 
-for tool in buildah debootstrap apt-get dpkg-deb; do
+tools=(apt-get dpkg-deb)
+if (( docker_runtime )); then tools+=(docker); else tools+=(buildah debootstrap); fi
+for tool in "${tools[@]}"; do
     command -v "$tool" >/dev/null 2>&1 || { echo "offline-base-images: $tool is required" >&2; exit 1; }
 done
 [[ "$(id -u)" == 0 ]] || { echo "offline-base-images: run as root (debootstrap and buildah mount)" >&2; exit 1; }
@@ -46,10 +60,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-build_runtime() {
-    local ctr mnt
-    ctr="$(buildah from scratch)"; containers+=("$ctr")
-    mnt="$(buildah mount "$ctr")"
+# The runtime stand-in's files, into the directory $1.
+runtime_rootfs() {
+    local mnt="$1"
     # The package set of distroless cc-debian12 (its base + cc layers).
     local pkgs=(base-files netbase tzdata media-types ca-certificates libc6 libgcc-s1 libgomp1 libstdc++6 libssl3)
     (cd "$work" && apt-get download -q "${pkgs[@]}" >/dev/null 2>&1) \
@@ -76,9 +89,18 @@ EOF
     install -d -m 1777 "$mnt/tmp"
     # No shell, no package manager: what distroless leaves out.
     rm -rf "$mnt/usr/share/doc" "$mnt/usr/share/man" "$mnt/usr/share/lintian"
+}
+
+runtime_env=(PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+             SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt)
+
+build_runtime() {
+    local ctr mnt
+    ctr="$(buildah from scratch)"; containers+=("$ctr")
+    mnt="$(buildah mount "$ctr")"
+    runtime_rootfs "$mnt"
     buildah config --user 65532:65532 --workingdir /home/nonroot \
-        --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-        --env SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt "$ctr"
+        "${runtime_env[@]/#/--env=}" "$ctr"
     buildah unmount "$ctr" >/dev/null
     buildah commit --quiet --rm "$ctr" "$runtime_ref" >/dev/null
     echo "offline-base-images: built $runtime_ref"
@@ -115,5 +137,21 @@ build_builder() {
     echo "offline-base-images: built $builder_ref"
 }
 
+# The same runtime stand-in, in Docker's image store.
+build_runtime_docker() {
+    local dir="$work/rootfs" changes=(--change "USER 65532:65532" --change "WORKDIR /home/nonroot")
+    local e
+    for e in "${runtime_env[@]}"; do changes+=(--change "ENV $e"); done
+    mkdir -p "$dir"
+    runtime_rootfs "$dir"
+    tar --numeric-owner -C "$dir" -c . | docker import "${changes[@]}" - "$runtime_ref" >/dev/null
+    echo "offline-base-images: built $runtime_ref (docker)"
+}
+
+if (( docker_runtime )); then
+    if (( rebuild )) || ! docker image inspect "$runtime_ref" >/dev/null 2>&1; then build_runtime_docker
+    else echo "offline-base-images: have $runtime_ref (docker)"; fi
+    exit 0
+fi
 if (( rebuild )) || ! exists "$runtime_ref"; then build_runtime; else echo "offline-base-images: have $runtime_ref"; fi
 if (( rebuild )) || ! exists "$builder_ref"; then build_builder; else echo "offline-base-images: have $builder_ref"; fi

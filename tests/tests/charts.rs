@@ -2,8 +2,8 @@
 //!
 //! Needs helm (`scripts/go-tools.sh helm`) and, for the server-side dry runs,
 //! the control-plane harness (`scripts/go-tools.sh control-plane`) and kubectl.
-//! What is not checked here: that the images exist and that the controller
-//! runs in a real cluster (no Docker, no kind in this environment).
+//! That the image and the charts run in a real cluster is checked on kind
+//! (`tests/tests/kind_e2e.rs`, run by `./dev test`).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -413,8 +413,8 @@ fn controller_chart_default_render() {
         );
     }
 
-    // The pre-delete hook: policies first, then PolicyServers, with its own
-    // least-privilege identity.
+    // The pre-delete hook: policies first, then PolicyServers, then the CA
+    // Secret, with its own least-privilege identity.
     let job = one(&docs, "Job", "portcullis-controller-pre-delete");
     assert_eq!(job["metadata"]["annotations"]["helm.sh/hook"], "pre-delete");
     let pod = &job["spec"]["template"]["spec"];
@@ -433,14 +433,34 @@ fn controller_chart_default_render() {
             && init_args.contains(&"--wait=true".to_string())
     );
     // kubectl needs a writable $HOME (discovery cache) on a read-only root filesystem.
-    for c in [&pod["initContainers"][0], &pod["containers"][0]] {
+    for c in [
+        &pod["initContainers"][0],
+        &pod["initContainers"][1],
+        &pod["containers"][0],
+    ] {
         assert_eq!(c["env"][0]["name"], "HOME");
         assert_eq!(c["env"][0]["value"], "/tmp");
         assert_eq!(c["volumeMounts"][0]["mountPath"], "/tmp");
     }
     assert!(pod["volumes"][0]["emptyDir"].is_object());
+    let second_args = strings(&pod["initContainers"][1]["args"]);
+    assert!(
+        second_args[1].starts_with("policyservers"),
+        "{second_args:?}"
+    );
     let main_args = strings(&pod["containers"][0]["args"]);
-    assert!(main_args[1].starts_with("policyservers"), "{main_args:?}");
+    assert_eq!(
+        main_args[..3],
+        ["delete", "secret", "portcullis-ca"],
+        "{main_args:?}"
+    );
+    assert!(main_args.contains(&"--namespace=portcullis-system".to_string()));
+    let secret_role = one(&docs, "Role", "portcullis-controller-pre-delete");
+    assert_eq!(
+        strings(&secret_role["rules"][0]["resourceNames"]),
+        ["portcullis-ca"]
+    );
+    assert_eq!(strings(&secret_role["rules"][0]["verbs"]), ["delete"]);
     let hook_role = one(&docs, "ClusterRole", "portcullis-controller-pre-delete");
     assert_eq!(
         hook_role["metadata"]["annotations"]["helm.sh/hook"],
@@ -450,7 +470,12 @@ fn controller_chart_default_render() {
         strings(&hook_role["rules"][0]["verbs"]),
         ["get", "list", "watch", "delete"]
     );
-    for kind in ["ServiceAccount", "ClusterRoleBinding"] {
+    for kind in [
+        "ServiceAccount",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+    ] {
         let d = one(&docs, kind, "portcullis-controller-pre-delete");
         assert_eq!(
             d["metadata"]["annotations"]["helm.sh/hook"], "pre-delete",
@@ -1080,9 +1105,9 @@ fn can_i(
 }
 
 /// The controller's and the pre-delete hook's RBAC, installed for real and
-/// exercised by impersonation: the hook's two kubectl commands (the Job's
-/// exact args) delete every policy and PolicyServer with only the hook's
-/// permissions. (No controller runs here, so no finalizer delays the
+/// exercised by impersonation: the hook's three kubectl commands (the Job's
+/// exact args) delete every policy and PolicyServer, then the CA Secret, with
+/// only the hook's permissions. (No controller runs here, so no finalizer delays the
 /// deletion; with the controller, `--wait` waits for its cleanup.)
 #[test]
 fn rbac_and_pre_delete_hook_against_the_api_server() {
@@ -1111,8 +1136,8 @@ fn rbac_and_pre_delete_hook_against_the_api_server() {
         .collect();
     assert_eq!(
         rbac.len(),
-        8,
-        "controller SA/CR/CRB/Role/RB + hook SA/CR/CRB"
+        10,
+        "controller SA/CR/CRB/Role/RB + hook SA/CR/CRB/Role/RB"
     );
     kubectl_stdin_ok(
         cp,
@@ -1213,6 +1238,15 @@ fn rbac_and_pre_delete_hook_against_the_api_server() {
         None
     ));
     assert!(!can_i(cp, hook_sa, ns, "get", "secrets", Some(ns)));
+    assert!(!can_i(cp, hook_sa, ns, "delete", "secrets", Some(ns)));
+    assert!(can_i(
+        cp,
+        hook_sa,
+        ns,
+        "delete",
+        "secrets/portcullis-ca",
+        Some(ns)
+    ));
     assert!(!can_i(
         cp,
         hook_sa,
@@ -1253,7 +1287,20 @@ spec:
     let pod = &job["spec"]["template"]["spec"];
     assert_eq!(pod["serviceAccountName"], hook_sa);
     let who = format!("--as=system:serviceaccount:{ns}:{hook_sa}");
-    for container in [&pod["initContainers"][0], &pod["containers"][0]] {
+    cp.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "portcullis-ca",
+        "-n",
+        ns,
+        "--from-literal=ca.crt=x",
+    ]);
+    for container in [
+        &pod["initContainers"][0],
+        &pod["initContainers"][1],
+        &pod["containers"][0],
+    ] {
         assert_eq!(strings(&container["command"]), ["kubectl"]);
         let mut args = strings(&container["args"]);
         args.push(who.clone());
@@ -1266,5 +1313,30 @@ spec:
     ] {
         let left = cp.kubectl_ok(&["get", kind, "-A", "-o", "name"]);
         assert!(left.trim().is_empty(), "{kind} left after the hook: {left}");
+    }
+    let ca = cp.kubectl_ok(&["get", "secrets", "-n", ns, "-o", "name"]);
+    assert!(
+        !ca.contains("secret/portcullis-ca"),
+        "the CA Secret is left after the hook: {ca}"
+    );
+}
+
+/// The project's helm is built as helm's release build builds it
+/// (`scripts/go-tools.sh`: the version ldflags): it reports its release
+/// version and assumes the Kubernetes version of its client-go, not v1.20, so
+/// the charts' `kubeVersion: >=1.31.0-0` holds for `helm template` and
+/// `helm lint` without `--kube-version`, as with the helm users have.
+#[test]
+fn helm_renders_and_lints_the_charts_without_kube_version() {
+    let version = helm_ok(&["version", "--template", "{{ .Version }}"]);
+    assert!(
+        version.starts_with("v3.") && !version.contains("dev") && !version.contains("unreleased"),
+        "helm reports a release version: {version}"
+    );
+    for chart in CHARTS {
+        let dir = chart_dir(chart);
+        let dir = dir.to_str().unwrap();
+        helm_ok(&["template", chart, dir]);
+        helm_ok(&["lint", dir]);
     }
 }

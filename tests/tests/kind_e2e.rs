@@ -5,10 +5,10 @@
 //! functions as the local control-plane e2e tests (`portcullis_tests::e2e`),
 //! run through `Kubectl::new(kubeconfig).with_context(ctx)`.
 //!
-//! **Every cluster test is `#[ignore]`d**: they need Docker and kind, which the
-//! development machine does not have, so they are compiled (and linted) by
-//! `cargo test` but never run by it; they have not been run yet. (The one
-//! test that does run checks a log helper.) Run them with (see docs/kind.md):
+//! **Every cluster test is `#[ignore]`d**: they need a kind cluster, so the
+//! workspace's `cargo test` only compiles them (the one test that runs
+//! checks a log helper). `./dev test` runs them afterwards, on a cluster it
+//! creates (`scripts/kind.sh test`); by hand (see docs/kind.md):
 //!
 //! ```text
 //! just kind-up kind-load kind-install kind-e2e kind-down
@@ -16,7 +16,9 @@
 //!
 //! `kind-e2e` sets the environment and runs every test but
 //! `uninstall_leaves_no_webhooks` in parallel, then that one alone (it
-//! uninstalls the charts):
+//! uninstalls the charts; `kind-e2e-kustomize` runs two policy tests and the
+//! uninstall test against the kustomize install,
+//! `PORTCULLIS_KIND_INSTALL=kustomize`):
 //!
 //! - `PORTCULLIS_KIND_CONTEXT`: kubeconfig context (default `kind-portcullis`);
 //!   the kubeconfig is the first entry of `$KUBECONFIG` or `~/.kube/config`.
@@ -468,7 +470,119 @@ fn setup(prefix: &str) -> (Kubectl, Namespace) {
     (k, ns)
 }
 
+/// What `helm uninstall` must remove: every namespaced kind the charts and the
+/// controller create, labelled `app.kubernetes.io/part-of=portcullis`.
+const NAMESPACED_KINDS: &str = "deployments,replicasets,pods,services,endpointslices,configmaps,secrets,\
+serviceaccounts,roles,rolebindings,poddisruptionbudgets,jobs";
+/// The same for cluster-scoped kinds.
+const CLUSTER_KINDS: &str = "clusterroles,clusterrolebindings,\
+validatingwebhookconfigurations,mutatingwebhookconfigurations";
+
+/// The objects of `kinds` labelled part-of=portcullis, as `kind/name` lines
+/// (namespaced ones prefixed with their namespace).
+fn portcullis_objects(k: &Kubectl, kinds: &str, all_namespaces: bool) -> Vec<String> {
+    let mut args = vec!["get", kinds, "-l", PART_OF_SELECTOR, "-o"];
+    let template =
+        "jsonpath={range .items[*]}{.metadata.namespace}/{.kind}/{.metadata.name}{\"\\n\"}{end}";
+    args.push(template);
+    if all_namespaces {
+        args.push("--all-namespaces");
+    }
+    k.ok(&args)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The CustomResourceDefinitions of the `policies.portcullis.dev` group.
+fn portcullis_crds(k: &Kubectl) -> Vec<String> {
+    k.ok(&["get", "customresourcedefinitions", "-o", "name"])
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.ends_with(".policies.portcullis.dev"))
+        .map(str::to_string)
+        .collect()
+}
+
 // ------------------------------------------------------------------ tests
+
+/// What `just kind-install` installed runs in the real cluster: the
+/// controller Deployment of the chart is available, and the `default`
+/// PolicyServer's pods (portcullis-defaults chart) run the Portcullis image
+/// and are Ready, their probes passed by the kubelet.
+#[test]
+#[ignore = "needs Docker and a kind cluster: just kind-up kind-load kind-install kind-e2e"]
+fn charts_run_a_ready_controller_and_default_policy_server() {
+    let k = kubectl();
+    let namespace = controller_namespace();
+    for deployment in ["portcullis-controller", "policy-server-default"] {
+        eventually(
+            &format!("deployment {namespace}/{deployment}"),
+            ACTIVATION_TIMEOUT,
+            || match k.get_json(Some(&namespace), "deployment", deployment) {
+                Some(_) => Ok(()),
+                None => Err("not created yet".to_string()),
+            },
+        );
+        k.ok(&[
+            "rollout",
+            "status",
+            &format!("deployment/{deployment}"),
+            "-n",
+            &namespace,
+            "--timeout=300s",
+        ]);
+    }
+    let controller = k
+        .get_json(Some(&namespace), "deployment", "portcullis-controller")
+        .expect("controller deployment");
+    assert!(
+        controller["status"]["availableReplicas"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1,
+        "controller available: {}",
+        controller["status"]
+    );
+
+    let text = k.ok(&[
+        "get",
+        "pods",
+        "-n",
+        &namespace,
+        "-l",
+        &format!("{LABEL_POLICY_SERVER}=default"),
+        "-o",
+        "json",
+    ]);
+    let pods: Value = serde_json::from_str(&text).expect("kubectl printed JSON");
+    let pods = pods["items"].as_array().cloned().unwrap_or_default();
+    assert!(!pods.is_empty(), "the default PolicyServer has pods");
+    for pod in &pods {
+        let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+        let container = &pod["spec"]["containers"][0];
+        assert_eq!(container["image"], json!(image()), "{name} runs the image");
+        assert!(
+            container["readinessProbe"].is_object() && container["livenessProbe"].is_object(),
+            "{name} has readiness and liveness probes: {container}"
+        );
+        assert_eq!(pod["status"]["phase"], "Running", "{name} is running");
+        let ready = pod["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+        assert!(ready, "{name} is Ready: {}", pod["status"]);
+        let status = &pod["status"]["containerStatuses"][0];
+        assert_eq!(status["ready"], true, "{name}'s container is ready");
+        assert!(
+            status["imageID"].as_str().is_some_and(|id| !id.is_empty()),
+            "{name}'s container runs an image the kubelet resolved: {status}"
+        );
+    }
+}
 
 #[test]
 #[ignore = "needs Docker and a kind cluster: just kind-up kind-load kind-install kind-e2e"]
@@ -753,7 +867,73 @@ impl Drop for Cleanup {
     }
 }
 
-/// Uninstalls the charts: `just kind-e2e` runs it alone, after the others.
+/// Whether `just kind-install-kustomize` installed the controller
+/// (`PORTCULLIS_KIND_INSTALL=kustomize`) rather than the Helm charts.
+fn kustomize_install() -> bool {
+    std::env::var("PORTCULLIS_KIND_INSTALL").is_ok_and(|v| v == "kustomize")
+}
+
+/// `helm uninstall` of the three releases, in the reverse order of `just
+/// kind-install`; the controller chart's pre-delete hook deletes the policies
+/// and PolicyServers while the controller runs.
+fn uninstall_helm() {
+    let namespace = controller_namespace();
+    for (release, namespaced) in [
+        ("portcullis-defaults", true),
+        ("portcullis-controller", true),
+        ("portcullis-crds", false),
+    ] {
+        let mut cmd = helm();
+        cmd.args(["--kube-context", &context()]);
+        cmd.args(["uninstall", release, "--wait", "--timeout", "5m"]);
+        if namespaced {
+            cmd.args(["--namespace", &namespace]);
+        }
+        let out = cmd
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run helm: {e}"));
+        assert!(
+            out.status.success(),
+            "helm uninstall {release} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
+
+/// The kustomize uninstall of docs/install.md: the policies and PolicyServers
+/// first, while the controller runs and removes their webhooks, then
+/// `kubectl delete -k` of the dev overlay (its Namespace included).
+fn uninstall_kustomize(k: &Kubectl) {
+    let overlay =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/kustomize/overlays/dev");
+    k.ok(&[
+        "delete",
+        "clusteradmissionpolicies.policies.portcullis.dev,admissionpolicies.policies.portcullis.dev",
+        "--all",
+        "--all-namespaces",
+        "--wait=true",
+        "--timeout=120s",
+    ]);
+    k.ok(&[
+        "delete",
+        "policyservers.policies.portcullis.dev",
+        "--all",
+        "--wait=true",
+        "--timeout=120s",
+    ]);
+    k.ok(&[
+        "delete",
+        "-k",
+        overlay.to_str().expect("UTF-8 path"),
+        "--wait=true",
+        "--timeout=300s",
+    ]);
+}
+
+/// Uninstalls the charts (or the kustomize install): `just kind-e2e` runs it
+/// alone, after the others.
 #[test]
 #[ignore = "needs Docker and a kind cluster; uninstalls the charts, run last (just kind-e2e)"]
 fn uninstall_leaves_no_webhooks() {
@@ -773,29 +953,10 @@ fn uninstall_leaves_no_webhooks() {
     );
     assert_privileged_pod_denied(&k, ns.name(), "privileged", &policy.webhook());
 
-    // Reverse order of `just kind-install`; the controller chart's pre-delete
-    // hook deletes the policies and PolicyServers while the controller runs.
-    let namespace = controller_namespace();
-    for (release, namespaced) in [
-        ("portcullis-defaults", true),
-        ("portcullis-controller", true),
-        ("portcullis-crds", false),
-    ] {
-        let mut cmd = helm();
-        cmd.args(["uninstall", release, "--wait", "--timeout", "5m"]);
-        if namespaced {
-            cmd.args(["--namespace", &namespace]);
-        }
-        let out = cmd
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run helm: {e}"));
-        assert!(
-            out.status.success(),
-            "helm uninstall {release} failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&out.stdout)
-        );
+    if kustomize_install() {
+        uninstall_kustomize(&k);
+    } else {
+        uninstall_helm();
     }
     // The policy guard's delete would fail without the CRD; it is gone anyway.
     std::mem::forget(policy);
@@ -803,7 +964,23 @@ fn uninstall_leaves_no_webhooks() {
     let left = portcullis_webhook_configurations(&k);
     assert!(
         left.is_empty(),
-        "webhook configurations labelled {PART_OF_SELECTOR} left after helm uninstall: {left:?}"
+        "webhook configurations labelled {PART_OF_SELECTOR} left after uninstall: {left:?}"
+    );
+    // Nor anything else of the charts' or the controller's (pods may take
+    // their grace period to go).
+    eventually(
+        "nothing labelled part-of=portcullis left after uninstall",
+        Duration::from_secs(120),
+        || {
+            let mut left = portcullis_objects(&k, NAMESPACED_KINDS, true);
+            left.extend(portcullis_objects(&k, CLUSTER_KINDS, false));
+            left.extend(portcullis_crds(&k));
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("left: {left:?}"))
+            }
+        },
     );
     // Nothing intercepts Pods any more.
     eventually(

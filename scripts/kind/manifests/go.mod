@@ -1,0 +1,3 @@
+module portcullis.dev/kind-manifests
+
+go 1.26.0
