@@ -168,10 +168,10 @@ async fn main_inner(cli: Cli) -> anyhow::Result<bool> {
         metrics = %exposition,
         "audit run finished"
     );
-    if let Some(url) = pushgateway {
-        if let Err(e) = push_metrics(&url, exposition).await {
-            tracing::warn!(error = format!("{e:#}"), "cannot push the metrics");
-        }
+    if let Some(url) = pushgateway
+        && let Err(e) = push_metrics(&url, exposition).await
+    {
+        tracing::warn!(error = format!("{e:#}"), "cannot push the metrics");
     }
     Ok(outcome.complete)
 }
