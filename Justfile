@@ -50,6 +50,16 @@ cluster-up:
 cluster-down:
     scripts/control-plane.sh down
 
+# Run the audit scanner against the local control plane (started if needed) with a real policy-server and two demo Pods, then list the reports; ARGS go to audit-scanner (docs/audit.md).
+audit *args: policies
+    cargo build -p portcullis-host -p portcullis-audit-scanner --bins
+    scripts/audit-local.sh up
+    scripts/audit-local.sh demo-objects
+    scripts/audit-local.sh scan {{ args }} || { scripts/audit-local.sh down; exit 1; }
+    scripts/audit-local.sh down
+    kubectl --kubeconfig target/control-plane/kubeconfig get reports.openreports.io -A
+    kubectl --kubeconfig target/control-plane/kubeconfig get clusterreports.openreports.io
+
 # ------------------------------------------------------------------ image
 # The Dockerfile builds with docker, or buildah where no Docker engine runs;
 # offline=1 builds on stand-ins for its base images, made from Debian packages
