@@ -60,6 +60,11 @@ audit *args: policies
     kubectl --kubeconfig target/control-plane/kubeconfig get reports.openreports.io -A
     kubectl --kubeconfig target/control-plane/kubeconfig get clusterreports.openreports.io
 
+# Benchmark of the audit scanner: 10,000 Pods in 100 namespaces, 5 policies, on a fresh local control plane (bench/audit.sh, BENCHMARKS.md).
+bench-audit: policies
+    cargo build --release -p portcullis-host -p portcullis-audit-scanner --bins
+    bench/audit.sh
+
 # ------------------------------------------------------------------ image
 # The Dockerfile builds with docker, or buildah where no Docker engine runs;
 # offline=1 builds on stand-ins for its base images, made from Debian packages

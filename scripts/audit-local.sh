@@ -20,12 +20,14 @@
 # is set to `active` by hand (what the controller does once their webhooks are
 # registered), and the scanner reaches the policy-server through
 # `--policy-server-address default=127.0.0.1:PORT` while still verifying its
-# certificate for the Service name. State: target/audit-local/.
+# certificate for the Service name. State: target/audit-local/
+# (PORTCULLIS_AUDIT_LOCAL_DIR overrides; PORTCULLIS_CONTROL_PLANE_DIR picks the
+# control plane, as in scripts/control-plane.sh).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
-WORK="$ROOT/target/audit-local"
+WORK="${PORTCULLIS_AUDIT_LOCAL_DIR:-$ROOT/target/audit-local}"
 NAMESPACE=portcullis
 SERVICE_HOST="policy-server-default.$NAMESPACE.svc"
 POLICIES_DIR="$ROOT/target/policies"
