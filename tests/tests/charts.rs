@@ -896,18 +896,71 @@ fn kustomize_base_is_the_helm_render() {
 /// The `portcullis-controller` binary of this build (next to the test
 /// executable, as cargo builds it for the workspace's tests).
 fn controller_binary() -> PathBuf {
+    workspace_binary("portcullis-controller", "portcullis-controller")
+}
+
+/// A binary of the workspace, built next to the test executable.
+fn workspace_binary(name: &str, package: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test executable");
     exe.ancestors()
         .skip(1)
         .take(2)
-        .map(|dir| dir.join("portcullis-controller"))
+        .map(|dir| dir.join(name))
         .find(|p| p.is_file())
         .unwrap_or_else(|| {
             panic!(
-                "portcullis-controller not found next to {}: `cargo build -p portcullis-controller`",
+                "{name} not found next to {}: `cargo build -p {package}`",
                 exe.display()
             )
         })
+}
+
+/// The audit scanner parses exactly the arguments the chart's CronJob gives
+/// it, with default and non-default values (an unknown flag would fail
+/// every Job, which no render or API server check sees).
+#[test]
+fn audit_scanner_binary_accepts_the_charts_arguments() {
+    let bin = workspace_binary("audit-scanner", "portcullis-audit-scanner");
+    for values in [
+        &[][..],
+        &[
+            "--set",
+            "auditScanner.reportKind=policyreport",
+            "--set",
+            "auditScanner.ignoreNamespaces={kube-system,tenant-a}",
+            "--set",
+            "auditScanner.disableStore=true",
+            "--set",
+            "auditScanner.outputScan=true",
+            "--set",
+            "auditScanner.pushgatewayUrl=http://pushgateway:9091",
+            "--set",
+            "auditScanner.clientCertSecret=scanner-client",
+            "--set",
+            "auditScanner.pageSize=1000",
+            "--set",
+            "logFormat=text",
+        ][..],
+    ] {
+        let docs = parse(&render("portcullis-controller", "portcullis", values));
+        let c = &one(&docs, "CronJob", "portcullis-controller-audit-scanner")["spec"]["jobTemplate"]
+            ["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(strings(&c["command"]), ["/usr/local/bin/audit-scanner"]);
+        let args = strings(&c["args"]);
+        // `--help` after the chart's arguments: clap rejects an unknown or
+        // malformed one before it prints the help.
+        let out = Command::new(&bin)
+            .args(&args)
+            .arg("--help")
+            .env_clear()
+            .output()
+            .expect("run audit-scanner");
+        assert!(
+            out.status.success(),
+            "audit-scanner rejects the chart's arguments {args:?} ({values:?}):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 /// The controller binary parses exactly the arguments the chart's Deployment
