@@ -30,8 +30,34 @@ const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 /// Longest message kept in a report result (a report holds one result per
 /// policy and must stay well under the API server's object size limit).
 pub const MAX_MESSAGE_LEN: usize = 4096;
-/// Attempts for one evaluation when the policy-server is busy or unreachable.
-const ATTEMPTS: u32 = 3;
+/// Attempts for one evaluation when the policy-server cannot be reached.
+const CONNECT_ATTEMPTS: u32 = 3;
+/// Attempts for one evaluation when the policy-server answers busy (429,
+/// 503: its workers, shared with admission, stayed taken). A saturated
+/// policy-server is waited for, with backoff, rather than turned into
+/// `error` results, which would also rewrite the reports on the next run.
+const BUSY_ATTEMPTS: u32 = 8;
+/// Longest wait between two attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Why an attempt may be repeated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    No,
+    Connect,
+    Busy,
+}
+
+/// The wait before attempt `attempt` (1 = the first retry): exponential
+/// from 200 ms, capped, with jitter in its upper half so that the
+/// evaluations refused together do not come back together.
+fn backoff(attempt: u32, jitter: u32) -> Duration {
+    let base = Duration::from_millis(200)
+        .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+        .min(MAX_BACKOFF);
+    let half = base / 2;
+    half + half.mul_f64(f64::from(jitter % 1000) / 1000.0)
+}
 
 /// Errors building the client.
 #[derive(Debug, thiserror::Error)]
@@ -163,8 +189,8 @@ impl PolicyServerClient {
     }
 
     /// Sends `body` (an AdmissionReview) to `/audit/<policy_id>` of
-    /// `policy_server`; busy answers (429, 503) and connection failures are
-    /// retried twice.
+    /// `policy_server`; connection failures are retried twice, busy answers
+    /// (429, 503) up to seven times, with backoff.
     pub async fn audit(
         &self,
         policy_server: &str,
@@ -176,21 +202,27 @@ impl PolicyServerClient {
             "https://{}/audit/{policy_id}",
             service_host(policy_server, &self.namespace)
         );
-        let mut last = Verdict::Error("not sent".to_string());
-        for attempt in 0..ATTEMPTS {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
-            }
+        let mut attempt = 0;
+        loop {
             let (verdict, retry) = self.attempt(&url, body.clone(), timeout).await;
-            last = verdict;
-            if !retry {
-                break;
+            attempt += 1;
+            let limit = match retry {
+                Retry::No => return verdict,
+                Retry::Connect => CONNECT_ATTEMPTS,
+                Retry::Busy => BUSY_ATTEMPTS,
+            };
+            if attempt >= limit {
+                return verdict;
             }
+            let jitter = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_micros())
+                .unwrap_or(0);
+            tokio::time::sleep(backoff(attempt, jitter)).await;
         }
-        last
     }
 
-    async fn attempt(&self, url: &str, body: bytes::Bytes, timeout: Duration) -> (Verdict, bool) {
+    async fn attempt(&self, url: &str, body: bytes::Bytes, timeout: Duration) -> (Verdict, Retry) {
         let sent = self
             .http
             .post(url)
@@ -202,24 +234,32 @@ impl PolicyServerClient {
         let response = match sent {
             Ok(r) => r,
             Err(e) => {
-                let retry = e.is_connect();
+                let retry = if e.is_connect() {
+                    Retry::Connect
+                } else {
+                    Retry::No
+                };
                 return (Verdict::Error(format!("{url}: {}", error_chain(&e))), retry);
             }
         };
         let status = response.status();
         let body = match read_capped(response).await {
             Ok(b) => b,
-            Err(e) => return (Verdict::Error(format!("{url}: {e}")), false),
+            Err(e) => return (Verdict::Error(format!("{url}: {e}")), Retry::No),
         };
         if !status.is_success() {
-            let retry = status.as_u16() == 429 || status.as_u16() == 503;
+            let retry = if status.as_u16() == 429 || status.as_u16() == 503 {
+                Retry::Busy
+            } else {
+                Retry::No
+            };
             let text = truncate(&String::from_utf8_lossy(&body), MAX_MESSAGE_LEN);
             return (
                 Verdict::Error(format!("{url}: HTTP {status}: {text}")),
                 retry,
             );
         }
-        (parse_answer(&body), false)
+        (parse_answer(&body), Retry::No)
     }
 }
 
@@ -295,6 +335,20 @@ mod tests {
             Verdict::Denied(Some(m)) => assert_eq!(m.len(), MAX_MESSAGE_LEN),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered() {
+        assert_eq!(backoff(1, 0), Duration::from_millis(100));
+        assert_eq!(backoff(1, 999), Duration::from_micros(199_900));
+        assert_eq!(backoff(2, 0), Duration::from_millis(200));
+        assert_eq!(backoff(5, 0), Duration::from_millis(1600));
+        assert_eq!(backoff(7, 0), MAX_BACKOFF / 2);
+        assert!(backoff(40, 999) <= MAX_BACKOFF);
+        // Seven waits at most: about 20 s in all, past any burst of
+        // admission traffic, and well short of a Job deadline.
+        let worst: Duration = (1..BUSY_ATTEMPTS).map(|a| backoff(a, 999)).sum();
+        assert!(worst < Duration::from_secs(25), "{worst:?}");
     }
 
     #[test]
