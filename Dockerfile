@@ -1,11 +1,12 @@
 # syntax=docker/dockerfile:1
 #
-# Portcullis container image: ONE image with all three binaries
+# Portcullis container image: ONE image with all four binaries
 #   /usr/local/bin/policy-server          (the admission webhook)
 #   /usr/local/bin/portcullis-controller  (the Kubernetes controller)
+#   /usr/local/bin/audit-scanner          (the audit scanner CronJob)
 #   /usr/local/bin/portcullis             (the CLI)
 #
-# Why one multi-binary image rather than one image per binary: the three
+# Why one multi-binary image rather than one image per binary: the
 # binaries share almost all of their dependency tree (wasmtime, kube, rustls),
 # so one builder stage compiles it once; one tag to build, sign, scan and pin
 # (the controller's image and the PolicyServer `spec.image` are the same
@@ -32,10 +33,11 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --profile dist --locked \
-        -p portcullis-host -p portcullis-controller --bins \
+        -p portcullis-host -p portcullis-controller -p portcullis-audit-scanner --bins \
  && mkdir -p /out \
  && cp target/dist/policy-server \
        target/dist/portcullis-controller \
+       target/dist/audit-scanner \
        target/dist/portcullis /out/
 
 FROM ${RUNTIME_IMAGE}
@@ -43,7 +45,7 @@ ARG VERSION=0.1.0
 ARG REVISION=unknown
 ARG SOURCE=https://github.com/portcullis-dev/portcullis
 LABEL org.opencontainers.image.title="portcullis" \
-      org.opencontainers.image.description="Portcullis Kubernetes admission policy engine: policy-server, portcullis-controller and portcullis CLI" \
+      org.opencontainers.image.description="Portcullis Kubernetes admission policy engine: policy-server, portcullis-controller, audit-scanner and portcullis CLI" \
       org.opencontainers.image.source="${SOURCE}" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.version="${VERSION}" \

@@ -72,6 +72,21 @@ cluster-up:
 cluster-down:
     scripts/control-plane.sh down
 
+# Run the audit scanner against the local control plane (started if needed) with a real policy-server and two demo Pods, then list the reports; ARGS go to audit-scanner (docs/audit.md).
+audit *args: policies
+    cargo build -p portcullis-host -p portcullis-audit-scanner --bins
+    scripts/audit-local.sh up
+    scripts/audit-local.sh demo-objects
+    scripts/audit-local.sh scan {{ args }} || { scripts/audit-local.sh down; exit 1; }
+    scripts/audit-local.sh down
+    kubectl --kubeconfig target/control-plane/kubeconfig get reports.openreports.io -A
+    kubectl --kubeconfig target/control-plane/kubeconfig get clusterreports.openreports.io
+
+# Benchmark of the audit scanner: 10,000 Pods in 100 namespaces, 5 policies, on a fresh local control plane (bench/audit.sh, BENCHMARKS.md).
+bench-audit: policies
+    cargo build --release -p portcullis-host -p portcullis-audit-scanner --bins
+    bench/audit.sh
+
 # ------------------------------------------------------------------ image
 # The Dockerfile builds with docker, or buildah where no Docker engine runs;
 # offline=1 builds on stand-ins for its base images, made from Debian packages

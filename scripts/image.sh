@@ -11,7 +11,7 @@
 # rust:1.95-bookworm and gcr.io/distroless/cc-debian12:nonroot, for hosts
 # that cannot reach container registries.
 #
-# --prebuilt builds the three binaries here (`cargo build --profile dist`,
+# --prebuilt builds the four binaries here (`cargo build --profile dist`,
 # incremental in $CARGO_TARGET_DIR) and puts them on the Dockerfile's runtime
 # stage, taken from the Dockerfile itself, on the offline runtime base, with
 # Docker's classic builder: no registry and no second Rust toolchain in a
@@ -40,7 +40,7 @@ if (( prebuilt )); then
         || { echo "image: --prebuilt needs a Docker engine" >&2; exit 1; }
     profile="${PORTCULLIS_IMAGE_PROFILE:-dist}"
     case "$profile" in
-        dist) cargo build --profile dist --locked -p portcullis-host -p portcullis-controller --bins; out=dist ;;
+        dist) cargo build --profile dist --locked -p portcullis-host -p portcullis-controller -p portcullis-audit-scanner --bins; out=dist ;;
         dev) cargo test --locked --workspace --no-run; out=debug ;;
         *) echo "image: PORTCULLIS_IMAGE_PROFILE must be dist or dev" >&2; exit 2 ;;
     esac
@@ -49,7 +49,7 @@ if (( prebuilt )); then
     trap 'rm -rf "$ctx"' EXIT
     mkdir "$ctx/out"
     dist="${CARGO_TARGET_DIR:-target}/$out"
-    cp "$dist/policy-server" "$dist/portcullis-controller" "$dist/portcullis" "$ctx/out/"
+    cp "$dist/policy-server" "$dist/portcullis-controller" "$dist/audit-scanner" "$dist/portcullis" "$ctx/out/"
     # The Dockerfile's last stage, with the binaries from the context instead
     # of the builder stage: one definition of what the image holds.
     { echo 'ARG RUNTIME_IMAGE'
@@ -59,7 +59,7 @@ if (( prebuilt )); then
         || { echo "image: the Dockerfile's runtime stage no longer copies /out/ from the builder" >&2; exit 1; }
     DOCKER_BUILDKIT=0 docker build -q "${args[@]}" \
         --build-arg RUNTIME_IMAGE=localhost/portcullis-base/cc-debian12:nonroot -t "$tag" "$ctx" >/dev/null
-    for bin in policy-server portcullis-controller portcullis; do
+    for bin in policy-server portcullis-controller audit-scanner portcullis; do
         docker run --rm --entrypoint "/usr/local/bin/$bin" "$tag" --help >/dev/null \
             || { echo "image: $bin does not run in $tag (built on a host with a newer glibc than the runtime base?)" >&2; exit 1; }
     done

@@ -131,9 +131,15 @@ fn crds_chart_is_a_copy_of_controller_crds() {
     };
     let source = root.join("controller/crds");
     let copy = root.join("charts/portcullis-crds/templates");
+    // templates/reports.yaml renders the optional report CRDs from files/.
+    let mut copied = names(&copy);
+    assert!(
+        copied.remove("reports.yaml"),
+        "templates/reports.yaml is missing"
+    );
     assert_eq!(
         names(&source),
-        names(&copy),
+        copied,
         "charts/portcullis-crds/templates must hold exactly controller/crds/*.yaml; \
          run `cp controller/crds/*.yaml charts/portcullis-crds/templates/` then `scripts/render-kustomize.sh`"
     );
@@ -185,24 +191,44 @@ fn charts_lint() {
 }
 
 #[test]
-fn crds_chart_renders_the_five_crds() {
-    let docs = parse(&render("portcullis-crds", "portcullis", &[]));
-    let names: BTreeSet<_> = docs
-        .iter()
-        .map(|d| {
-            assert_eq!(d["kind"], "CustomResourceDefinition");
-            d["metadata"]["name"].as_str().unwrap().to_string()
-        })
-        .collect();
+fn crds_chart_renders_the_five_crds_and_the_report_crds() {
+    let crds = |args: &[&str]| -> BTreeSet<String> {
+        parse(&render("portcullis-crds", "portcullis", args))
+            .iter()
+            .map(|d| {
+                assert_eq!(d["kind"], "CustomResourceDefinition");
+                d["metadata"]["name"].as_str().unwrap().to_string()
+            })
+            .collect()
+    };
+    let portcullis = [
+        "admissionpolicies.policies.portcullis.dev",
+        "admissionpolicygroups.policies.portcullis.dev",
+        "clusteradmissionpolicies.policies.portcullis.dev",
+        "clusteradmissionpolicygroups.policies.portcullis.dev",
+        "policyservers.policies.portcullis.dev",
+    ];
+    let openreports = ["clusterreports.openreports.io", "reports.openreports.io"];
+    let legacy = [
+        "clusterpolicyreports.wgpolicyk8s.io",
+        "policyreports.wgpolicyk8s.io",
+    ];
+    let set = |lists: &[&[&str]]| -> BTreeSet<String> {
+        lists
+            .iter()
+            .flat_map(|l| l.iter().map(|s| s.to_string()))
+            .collect()
+    };
+    // By default: the Portcullis CRDs and the OpenReports ones the audit
+    // scanner writes; the legacy report CRDs only on request.
+    assert_eq!(crds(&[]), set(&[&portcullis, &openreports]));
     assert_eq!(
-        names,
-        BTreeSet::from([
-            "admissionpolicies.policies.portcullis.dev".to_string(),
-            "admissionpolicygroups.policies.portcullis.dev".to_string(),
-            "clusteradmissionpolicies.policies.portcullis.dev".to_string(),
-            "clusteradmissionpolicygroups.policies.portcullis.dev".to_string(),
-            "policyservers.policies.portcullis.dev".to_string(),
-        ])
+        crds(&["--set", "installOpenReportsCRDs=false"]),
+        set(&[&portcullis])
+    );
+    assert_eq!(
+        crds(&["--set", "installPolicyReportCRDs=true"]),
+        set(&[&portcullis, &openreports, &legacy])
     );
 }
 
@@ -248,7 +274,11 @@ fn assert_rbac(docs: &[Value], namespace: &str) {
             }
         }
     }
-    for cr in of_kind(docs, "ClusterRole") {
+    // The audit scanner's ClusterRole is checked by assert_audit_scanner.
+    for cr in of_kind(docs, "ClusterRole")
+        .into_iter()
+        .filter(|cr| cr["metadata"]["name"] != "portcullis-controller-audit-scanner")
+    {
         for rule in cr["rules"].as_array().unwrap() {
             for resource in strings(&rule["resources"]) {
                 assert!(
@@ -361,10 +391,84 @@ fn assert_hardened(pod_spec: &Value, what: &str) {
     }
 }
 
+/// The audit scanner's CronJob and least-privilege identity.
+fn assert_audit_scanner(docs: &[Value], namespace: &str, secrets: bool) {
+    let name = "portcullis-controller-audit-scanner";
+    let sa = one(docs, "ServiceAccount", name);
+    assert_eq!(sa["metadata"]["namespace"], namespace);
+    let cr = one(docs, "ClusterRole", name);
+    let report_groups = ["openreports.io", "wgpolicyk8s.io"];
+    let mut reads_secrets = false;
+    for rule in cr["rules"].as_array().unwrap() {
+        let verbs = strings(&rule["verbs"]);
+        let groups = strings(&rule["apiGroups"]);
+        if strings(&rule["resources"]).contains(&"secrets".to_string()) {
+            reads_secrets = true;
+        }
+        if groups.iter().all(|g| report_groups.contains(&g.as_str())) {
+            continue;
+        }
+        assert!(
+            verbs.iter().all(|v| v == "get" || v == "list"),
+            "the audit scanner may only read outside its reports: {rule}"
+        );
+    }
+    assert_eq!(reads_secrets, secrets, "Secrets access: {cr}");
+    let bindings: Vec<&Value> = of_kind(docs, "ClusterRoleBinding")
+        .into_iter()
+        .filter(|b| b["subjects"][0]["name"] == name)
+        .collect();
+    let roles: BTreeSet<&str> = bindings
+        .iter()
+        .map(|b| {
+            assert_eq!(b["subjects"][0]["namespace"], namespace);
+            b["roleRef"]["name"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(roles, BTreeSet::from([name, "view"]));
+    let cron = one(docs, "CronJob", name);
+    assert_eq!(cron["spec"]["concurrencyPolicy"], "Forbid");
+    let pod = &cron["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], name);
+    assert_eq!(pod["restartPolicy"], "Never");
+    assert_hardened(pod, "audit scanner");
+    let c = &pod["containers"][0];
+    assert_eq!(strings(&c["command"]), vec!["/usr/local/bin/audit-scanner"]);
+    let args = strings(&c["args"]);
+    let after = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .map(|i| args[i + 1].clone())
+            .unwrap_or_else(|| panic!("no {flag} in {args:?}"))
+    };
+    assert_eq!(after("--portcullis-namespace"), namespace);
+    assert_eq!(after("--ca-file"), "/pki/ca.crt");
+    // Only the CA certificate of the CA Secret is mounted, never its key.
+    assert_eq!(
+        pod["volumes"][0]["secret"],
+        serde_json::json!({"secretName": "portcullis-ca", "items": [{"key": "ca.crt", "path": "ca.crt"}]})
+    );
+}
+
 #[test]
 fn controller_chart_default_render() {
     let docs = parse(&render("portcullis-controller", "portcullis-system", &[]));
     assert_rbac(&docs, "portcullis-system");
+    assert_audit_scanner(&docs, "portcullis-system", false);
+    let cron = one(&docs, "CronJob", "portcullis-controller-audit-scanner");
+    assert_eq!(cron["spec"]["schedule"], "0 * * * *");
+    let args =
+        strings(&cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]);
+    for (flag, value) in [
+        ("--report-kind", "openreports"),
+        ("--parallel-namespaces", "4"),
+        ("--parallel-resources", "64"),
+        ("--parallel-policies", "5"),
+        ("--page-size", "250"),
+    ] {
+        let i = args.iter().position(|a| a == flag).expect(flag);
+        assert_eq!(args[i + 1], value, "{args:?}");
+    }
 
     let deploy = one(&docs, "Deployment", "portcullis-controller");
     assert_eq!(deploy["metadata"]["namespace"], "portcullis-system");
@@ -520,9 +624,50 @@ fn controller_chart_custom_values() {
             "preDeleteHook.enabled=false",
             "--set",
             "leaderElection.enabled=false",
+            "--set",
+            "auditScanner.schedule=*/15 * * * *",
+            "--set",
+            "auditScanner.reportKind=policyreport",
+            "--set",
+            "auditScanner.parallelNamespaces=8",
+            "--set",
+            "auditScanner.auditSecrets=true",
+            "--set",
+            "auditScanner.clientCertSecret=scanner-client",
         ],
     ));
     assert_rbac(&docs, "policy-system");
+    assert_audit_scanner(&docs, "policy-system", true);
+    let cron = one(&docs, "CronJob", "portcullis-controller-audit-scanner");
+    assert_eq!(cron["spec"]["schedule"], "*/15 * * * *");
+    let scanner_pod = &cron["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+    let args = strings(&scanner_pod["containers"][0]["args"]);
+    for (flag, value) in [
+        ("--report-kind", "policyreport"),
+        ("--parallel-namespaces", "8"),
+        ("--client-cert", "/client-cert/tls.crt"),
+        ("--client-key", "/client-cert/tls.key"),
+    ] {
+        let i = args.iter().position(|a| a == flag).expect(flag);
+        assert_eq!(args[i + 1], value, "{args:?}");
+    }
+    assert_eq!(
+        scanner_pod["volumes"][1]["secret"]["secretName"],
+        "scanner-client"
+    );
+    // auditScanner.enabled=false renders none of it.
+    let without = parse(&render(
+        "portcullis-controller",
+        "policy-system",
+        &["--set", "auditScanner.enabled=false"],
+    ));
+    assert!(of_kind(&without, "CronJob").is_empty());
+    assert!(without.iter().all(|d| {
+        !d["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("audit-scanner")
+    }));
     let deploy = one(&docs, "Deployment", "portcullis-controller");
     assert_eq!(deploy["spec"]["replicas"], 2);
     let template = &deploy["spec"]["template"];
@@ -759,18 +904,71 @@ fn kustomize_base_is_the_helm_render() {
 /// The `portcullis-controller` binary of this build (next to the test
 /// executable, as cargo builds it for the workspace's tests).
 fn controller_binary() -> PathBuf {
+    workspace_binary("portcullis-controller", "portcullis-controller")
+}
+
+/// A binary of the workspace, built next to the test executable.
+fn workspace_binary(name: &str, package: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test executable");
     exe.ancestors()
         .skip(1)
         .take(2)
-        .map(|dir| dir.join("portcullis-controller"))
+        .map(|dir| dir.join(name))
         .find(|p| p.is_file())
         .unwrap_or_else(|| {
             panic!(
-                "portcullis-controller not found next to {}: `cargo build -p portcullis-controller`",
+                "{name} not found next to {}: `cargo build -p {package}`",
                 exe.display()
             )
         })
+}
+
+/// The audit scanner parses exactly the arguments the chart's CronJob gives
+/// it, with default and non-default values (an unknown flag would fail
+/// every Job, which no render or API server check sees).
+#[test]
+fn audit_scanner_binary_accepts_the_charts_arguments() {
+    let bin = workspace_binary("audit-scanner", "portcullis-audit-scanner");
+    for values in [
+        &[][..],
+        &[
+            "--set",
+            "auditScanner.reportKind=policyreport",
+            "--set",
+            "auditScanner.ignoreNamespaces={kube-system,tenant-a}",
+            "--set",
+            "auditScanner.disableStore=true",
+            "--set",
+            "auditScanner.outputScan=true",
+            "--set",
+            "auditScanner.pushgatewayUrl=http://pushgateway:9091",
+            "--set",
+            "auditScanner.clientCertSecret=scanner-client",
+            "--set",
+            "auditScanner.pageSize=1000",
+            "--set",
+            "logFormat=text",
+        ][..],
+    ] {
+        let docs = parse(&render("portcullis-controller", "portcullis", values));
+        let c = &one(&docs, "CronJob", "portcullis-controller-audit-scanner")["spec"]["jobTemplate"]
+            ["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(strings(&c["command"]), ["/usr/local/bin/audit-scanner"]);
+        let args = strings(&c["args"]);
+        // `--help` after the chart's arguments: clap rejects an unknown or
+        // malformed one before it prints the help.
+        let out = Command::new(&bin)
+            .args(&args)
+            .arg("--help")
+            .env_clear()
+            .output()
+            .expect("run audit-scanner");
+        assert!(
+            out.status.success(),
+            "audit-scanner rejects the chart's arguments {args:?} ({values:?}):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 /// The controller binary parses exactly the arguments the chart's Deployment
@@ -1144,8 +1342,8 @@ fn rbac_and_pre_delete_hook_against_the_api_server() {
         .collect();
     assert_eq!(
         rbac.len(),
-        10,
-        "controller SA/CR/CRB/Role/RB + hook SA/CR/CRB/Role/RB"
+        14,
+        "controller SA/CR/CRB/Role/RB + hook SA/CR/CRB/Role/RB + audit scanner SA/CR/2 CRB"
     );
     kubectl_stdin_ok(
         cp,
@@ -1159,6 +1357,46 @@ fn rbac_and_pre_delete_hook_against_the_api_server() {
         &rbac.join("\n---\n"),
         "install RBAC",
     );
+
+    // The audit scanner reads what it audits (through `view` and its own
+    // cluster-scoped rules), writes its reports, and reads no Secret.
+    let scanner = "hooktest-audit-scanner";
+    let other = Some("portcullis-hook-other");
+    for (verb, resource, namespace) in [
+        ("list", "pods", other),
+        ("list", "deployments.apps", other),
+        ("list", "nodes", None),
+        ("list", "namespaces", None),
+        (
+            "list",
+            "clusteradmissionpolicies.policies.portcullis.dev",
+            None,
+        ),
+        ("list", "admissionpolicies.policies.portcullis.dev", other),
+        ("patch", "reports.openreports.io", other),
+        ("delete", "clusterreports.openreports.io", None),
+    ] {
+        assert!(
+            can_i(cp, scanner, ns, verb, resource, namespace),
+            "the audit scanner cannot {verb} {resource}"
+        );
+    }
+    for (verb, resource, namespace) in [
+        ("get", "secrets", other),
+        ("list", "secrets", Some(ns)),
+        ("create", "pods", other),
+        (
+            "patch",
+            "clusteradmissionpolicies.policies.portcullis.dev",
+            None,
+        ),
+        ("delete", "pods", other),
+    ] {
+        assert!(
+            !can_i(cp, scanner, ns, verb, resource, namespace),
+            "the audit scanner can {verb} {resource}"
+        );
+    }
 
     let sa = "hooktest";
     assert!(can_i(cp, sa, ns, "create", "secrets", Some(ns)));

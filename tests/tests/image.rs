@@ -121,7 +121,12 @@ fn image_is_non_root_labelled_and_runs_every_binary() {
 
     // Each binary starts in the runtime image (its shared libraries are there)
     // and is this version.
-    for binary in ["policy-server", "portcullis-controller", "portcullis"] {
+    for binary in [
+        "policy-server",
+        "portcullis-controller",
+        "audit-scanner",
+        "portcullis",
+    ] {
         let entrypoint = format!("/usr/local/bin/{binary}");
         let out = stdout_ok(
             &runtime,

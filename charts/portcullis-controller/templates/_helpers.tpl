@@ -32,3 +32,13 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- define "portcullis-controller.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
+
+{{- define "portcullis-controller.auditScannerLabels" -}}
+app.kubernetes.io/name: {{ include "portcullis-controller.name" . }}-audit-scanner
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: audit-scanner
+app.kubernetes.io/part-of: portcullis
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end }}

@@ -1,0 +1,414 @@
+//! The audit scanner against the real API server (with
+//! kube-controller-manager's garbage collector) and a real policy-server
+//! over HTTPS running compiled sample policies.
+//!
+//! Needs `scripts/go-tools.sh control-plane`, `scripts/build-policies.sh` and
+//! `cargo build -p portcullis-host --bins`.
+
+mod common;
+
+use std::io::{BufRead as _, Read as _, Write as _};
+use std::time::Duration;
+
+use common::{World, ap, cap, results};
+use serde_json::{Value, json};
+
+const REPORT: &str = "reports.openreports.io";
+const CLUSTER_REPORT: &str = "clusterreports.openreports.io";
+
+fn pair(policy: &str, result: &str) -> (String, String) {
+    (policy.to_string(), result.to_string())
+}
+
+/// Writes (create, update, patch, delete) on report resources in the audit
+/// log after byte `from`.
+fn report_writes(world: &World, from: u64) -> Vec<Value> {
+    let mut file = std::fs::File::open(world.cp.audit_log_path()).expect("audit log");
+    let mut text = String::new();
+    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(from)).expect("seek");
+    file.read_to_string(&mut text).expect("read audit log");
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| {
+            let resource = e["objectRef"]["resource"].as_str().unwrap_or_default();
+            let verb = e["verb"].as_str().unwrap_or_default();
+            [
+                "reports",
+                "clusterreports",
+                "policyreports",
+                "clusterpolicyreports",
+            ]
+            .contains(&resource)
+                && ["create", "update", "patch", "delete", "deletecollection"].contains(&verb)
+        })
+        .collect()
+}
+
+fn audit_log_len(world: &World) -> u64 {
+    std::fs::metadata(world.cp.audit_log_path())
+        .map(|m| m.len())
+        .unwrap_or(0)
+}
+
+/// A non-compliant Pod, a compliant Pod and a cluster-scoped object get the
+/// right reports; a second run over the unchanged cluster writes nothing;
+/// deleting the Pod deletes its report (garbage collection); deleting a
+/// policy prunes its results, and the reports nothing audits any more.
+#[test]
+fn reports_gc_steady_state_and_pruning() {
+    let label = format!("basic-{}", common::unique());
+    let mut privileged = cap(
+        &format!("priv-{label}"),
+        &label,
+        &[""],
+        &["pods"],
+        "pod-privileged-wapc",
+    );
+    privileged.manifest["metadata"]["annotations"] = json!({
+        "io.kubewarden.policy.severity": "high",
+        "io.kubewarden.policy.category": "Pod Security",
+    });
+    let mut labels = cap(
+        &format!("labels-{label}"),
+        &label,
+        &[""],
+        &["pods"],
+        "default-labels-wapc",
+    );
+    labels.settings = json!({"labels": {"team": "platform"}});
+    labels.manifest["spec"]["mutating"] = json!(true);
+    let namespaces = cap(
+        &format!("ns-{label}"),
+        &label,
+        &[""],
+        &["namespaces"],
+        "pod-privileged-wapc",
+    );
+    let (priv_id, labels_id, ns_id) = (privileged.id(), labels.id(), namespaces.id());
+    let mut world = World::new(&label, vec![privileged, labels, namespaces]);
+    let ns = world.namespace("audit-basic", true);
+    let bad = world.pod(ns.name(), "bad", true, json!({"app": "web"}));
+    let good = world.pod(ns.name(), "good", false, json!({"app": "web"}));
+    let ns_uid = world.uid(None, "namespace", ns.name());
+
+    let first = world.scan(&[]);
+    first.assert_complete();
+    assert_eq!(first.count("reports_written"), 3, "{}", first.stderr);
+    assert_eq!(first.count("fail"), 1);
+
+    let bad_report = world
+        .report(REPORT, Some(ns.name()), &bad)
+        .expect("report of the bad pod");
+    assert_eq!(
+        results(&bad_report),
+        vec![pair(&labels_id, "pass"), pair(&priv_id, "fail")]
+    );
+    let fail = bad_report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["result"] == "fail")
+        .unwrap();
+    assert!(
+        fail["message"]
+            .as_str()
+            .unwrap()
+            .contains("Privileged container is not allowed"),
+        "{fail}"
+    );
+    assert_eq!(fail["severity"], "high");
+    assert_eq!(fail["category"], "Pod Security");
+    assert_eq!(fail["source"], "portcullis");
+    assert!(fail["timestamp"]["seconds"].as_i64().unwrap() > 0);
+    assert_eq!(
+        bad_report["summary"],
+        json!({"pass": 1, "fail": 1, "warn": 0, "error": 0, "skip": 0})
+    );
+    assert_eq!(bad_report["scope"]["kind"], "Pod");
+    assert_eq!(bad_report["scope"]["name"], "bad");
+    let owner = &bad_report["metadata"]["ownerReferences"][0];
+    assert_eq!(
+        (owner["kind"].as_str(), owner["uid"].as_str()),
+        (Some("Pod"), Some(bad.as_str()))
+    );
+
+    assert_eq!(
+        world.results(REPORT, Some(ns.name()), &good),
+        vec![pair(&labels_id, "pass"), pair(&priv_id, "pass")]
+    );
+    let ns_report = world
+        .report(CLUSTER_REPORT, None, &ns_uid)
+        .expect("ClusterReport of the namespace");
+    assert_eq!(results(&ns_report), vec![pair(&ns_id, "pass")]);
+    assert_eq!(ns_report["scope"]["kind"], "Namespace");
+
+    // `kubectl get reports` shows the counts.
+    let table = world.k.ok(&["get", REPORT, "-n", ns.name()]);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAME", "KIND", "NAME", "PASS", "FAIL", "WARN", "ERROR", "SKIP", "AGE"
+        ],
+        "{table}"
+    );
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(&bad))
+        .expect("row of the bad pod");
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        &cells[1..8],
+        ["Pod", "bad", "1", "1", "0", "0", "0"],
+        "{table}"
+    );
+
+    // A second run over the unchanged cluster writes nothing.
+    let versions = |w: &World| {
+        [
+            w.report(REPORT, Some(ns.name()), &bad).unwrap()["metadata"]["resourceVersion"].clone(),
+            w.report(REPORT, Some(ns.name()), &good).unwrap()["metadata"]["resourceVersion"]
+                .clone(),
+            w.report(CLUSTER_REPORT, None, &ns_uid).unwrap()["metadata"]["resourceVersion"].clone(),
+        ]
+    };
+    let before = versions(&world);
+    let log_offset = audit_log_len(&world);
+    let second = world.scan(&[]);
+    second.assert_complete();
+    assert_eq!(second.count("reports_written"), 0, "{}", second.stderr);
+    assert_eq!(second.count("reports_unchanged"), 3);
+    assert_eq!(second.count("reports_deleted"), 0);
+    assert_eq!(report_writes(&world, log_offset), Vec::<Value>::new());
+    assert_eq!(versions(&world), before);
+
+    // Deleting the Pod deletes its report (garbage collector).
+    world
+        .k
+        .ok(&["delete", "pod", "bad", "-n", ns.name(), "--wait=false"]);
+    world.wait_report_gone(REPORT, Some(ns.name()), &bad);
+
+    // Deleting a policy prunes its results on the next run; the namespace's
+    // report, audited by nothing any more, is deleted.
+    world.delete_policy(&format!("priv-{label}"));
+    world.delete_policy(&format!("ns-{label}"));
+    let third = world.scan(&[]);
+    third.assert_complete();
+    assert_eq!(
+        world.results(REPORT, Some(ns.name()), &good),
+        vec![pair(&labels_id, "pass")]
+    );
+    assert!(world.report(CLUSTER_REPORT, None, &ns_uid).is_none());
+    assert_eq!(third.count("reports_deleted"), 1);
+}
+
+/// `backgroundAudit: false` and inactive policies are skipped; namespace
+/// and object selectors, matchConditions and a namespaced policy's own
+/// namespace are honoured.
+#[test]
+fn skips_selectors_and_match_conditions() {
+    let label = format!("sel-{}", common::unique());
+    let labelled = common::namespace(&label, "audit-sel", true);
+    let other = common::namespace(&label, "audit-sel-other", false);
+
+    let mut selected = cap(
+        &format!("objsel-{label}"),
+        &label,
+        &[""],
+        &["pods"],
+        "pod-privileged-wapc",
+    );
+    selected.manifest["spec"]["objectSelector"] = json!({"matchLabels": {"audit": "yes"}});
+    let mut conditional = cap(
+        &format!("cond-{label}"),
+        &label,
+        &[""],
+        &["pods"],
+        "pod-privileged-wapc",
+    );
+    conditional.manifest["spec"]["matchConditions"] = json!([
+        {"name": "only-cond", "expression": "object.metadata.name.startsWith('p-cond')"},
+        {"name": "creates", "expression": "request.operation == 'CREATE'"},
+    ]);
+    let mut broken = cap(
+        &format!("broken-{label}"),
+        &label,
+        &[""],
+        &["pods"],
+        "pod-privileged-wapc",
+    );
+    broken.manifest["spec"]["matchConditions"] = json!([{"name": "asks-authorizer", "expression": "authorizer.group('').resource('pods').check('get').allowed()"}]);
+    broken.manifest["spec"]["failurePolicy"] = json!("Ignore");
+    broken.manifest["spec"]["objectSelector"] = json!({"matchLabels": {"audit": "yes"}});
+    let mut off = cap(
+        &format!("off-{label}"),
+        &label,
+        &[""],
+        &["pods"],
+        "pod-privileged-wapc",
+    );
+    off.manifest["spec"]["backgroundAudit"] = json!(false);
+    let mut pending = cap(
+        &format!("pending-{label}"),
+        &label,
+        &[""],
+        &["pods"],
+        "pod-privileged-wapc",
+    );
+    pending.status = Some("pending");
+    let own = ap("own", labelled.name(), "pod-privileged-wapc");
+    let elsewhere = ap("elsewhere", other.name(), "pod-privileged-wapc");
+    let ids: Vec<String> = [&selected, &conditional, &broken, &own, &elsewhere]
+        .iter()
+        .map(|p| p.id())
+        .collect();
+    let (sel_id, cond_id, broken_id, own_id, elsewhere_id) =
+        (&ids[0], &ids[1], &ids[2], &ids[3], &ids[4]);
+    let world = World::new(
+        &label,
+        vec![selected, conditional, broken, off, pending, own, elsewhere],
+    );
+    let p_sel = world.pod(labelled.name(), "p-sel", false, json!({"audit": "yes"}));
+    let p_cond = world.pod(labelled.name(), "p-cond", true, json!({"app": "web"}));
+    let p_other = world.pod(other.name(), "p-other", true, json!({"audit": "yes"}));
+
+    let scan = world.scan(&[]);
+    scan.assert_complete();
+    assert!(
+        scan.stderr.contains("backgroundAudit is false")
+            && scan.stderr.contains("policy status is pending"),
+        "{}",
+        scan.stderr
+    );
+    assert_eq!(world.results(REPORT, Some(labelled.name()), &p_sel), {
+        let mut v = vec![
+            pair(sel_id, "pass"),
+            pair(broken_id, "skip"),
+            pair(own_id, "pass"),
+        ];
+        v.sort();
+        v
+    });
+    let broken_result = world.report(REPORT, Some(labelled.name()), &p_sel).unwrap()["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["policy"] == json!(broken_id))
+        .cloned()
+        .unwrap();
+    assert!(
+        broken_result["message"]
+            .as_str()
+            .unwrap()
+            .contains("asks-authorizer"),
+        "{broken_result}"
+    );
+    assert_eq!(world.results(REPORT, Some(labelled.name()), &p_cond), {
+        let mut v = vec![pair(cond_id, "fail"), pair(own_id, "fail")];
+        v.sort();
+        v
+    });
+    // The unlabelled namespace: no cluster-wide policy applies, only its own
+    // AdmissionPolicy.
+    assert_eq!(
+        world.results(REPORT, Some(other.name()), &p_other),
+        vec![pair(elsewhere_id, "fail")]
+    );
+}
+
+/// `--disable-store --output-scan` prints results and writes nothing; the
+/// legacy PolicyReport format; metrics pushed to a Pushgateway.
+#[test]
+fn output_scan_legacy_format_and_pushed_metrics() {
+    let label = format!("out-{}", common::unique());
+    let policy = cap(
+        &format!("priv-{label}"),
+        &label,
+        &[""],
+        &["pods"],
+        "pod-privileged-wapc",
+    );
+    let id = policy.id();
+    let world = World::new(&label, vec![policy]);
+    let ns = world.namespace("audit-out", true);
+    let bad = world.pod(ns.name(), "bad", true, json!({}));
+
+    let dry = world.scan(&["--disable-store", "--output-scan", "--namespace", ns.name()]);
+    dry.assert_complete();
+    let lines: Vec<Value> = dry
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{}", dry.stdout);
+    assert_eq!(lines[0]["uid"], json!(bad));
+    assert_eq!(lines[0]["kind"], "Pod");
+    assert_eq!(lines[0]["results"][0]["policy"], json!(id));
+    assert_eq!(lines[0]["results"][0]["result"], "fail");
+    assert!(world.report(REPORT, Some(ns.name()), &bad).is_none());
+
+    // A Pushgateway stand-in: records one request.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let gateway = format!("http://{}", listener.local_addr().unwrap());
+    let received = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+        let mut head = String::new();
+        let mut length = 0usize;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap();
+            }
+            if line == "\r\n" {
+                break;
+            }
+            head.push_str(&line);
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).unwrap();
+        let mut stream = stream;
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+            .unwrap();
+        (head, String::from_utf8(body).unwrap())
+    });
+    let legacy = world.scan(&[
+        "--report-kind",
+        "policyreport",
+        "--namespace",
+        ns.name(),
+        "--pushgateway-url",
+        &gateway,
+    ]);
+    legacy.assert_complete();
+    let report = world
+        .report("policyreports.wgpolicyk8s.io", Some(ns.name()), &bad)
+        .expect("PolicyReport");
+    assert_eq!(report["apiVersion"], "wgpolicyk8s.io/v1alpha2");
+    assert_eq!(results(&report), vec![pair(&id, "fail")]);
+    assert!(world.report(REPORT, Some(ns.name()), &bad).is_none());
+    let (head, body) = received.join().unwrap();
+    assert!(
+        head.starts_with("PUT /metrics/job/portcullis-audit-scanner HTTP/1.1"),
+        "{head}"
+    );
+    assert!(
+        body.contains("portcullis_audit_results_total{result=\"fail\"} 1\n"),
+        "{body}"
+    );
+    assert!(body.contains("portcullis_audit_run_success 1\n"), "{body}");
+
+    // Back to OpenReports: the legacy report goes.
+    world.scan(&["--namespace", ns.name()]).assert_complete();
+    assert!(world.report(REPORT, Some(ns.name()), &bad).is_some());
+    assert!(
+        world
+            .report("policyreports.wgpolicyk8s.io", Some(ns.name()), &bad)
+            .is_none()
+    );
+}
