@@ -35,7 +35,7 @@ export PATH="$HOME/.cache/portcullis/bin:$PATH"
 out_dir="$repo/target/policies"
 cargo="${CARGO:-cargo}"
 
-wasip1_crates=(pod-privileged-wapc default-labels-wapc adversarial-wapc)
+wasip1_crates=(pod-privileged-wapc default-labels-wapc adversarial-wapc namespace-allowlist-wapc)
 wasip2_crates=(pod-privileged-component default-labels-component adversarial-component)
 # Standard Go modules under sample-policies/ without dependencies: they build
 # offline, and Go's build cache makes a second run take a second.
