@@ -1,6 +1,9 @@
 //! The admission service: look up the policy in the current snapshot,
 //! wait for a worker ([`crate::scheduler`]), evaluate on an evaluation
-//! thread, build the (capped) response and record metrics.
+//! thread, build the (capped) response and record metrics. Policy groups
+//! take the same path through [`group`].
+
+mod group;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -152,6 +155,9 @@ async fn answer(
 
     let policy = match policy {
         PolicyState::Loaded(policy) => policy,
+        PolicyState::Group(group) => {
+            return group::answer(state, group, endpoint, request, facts, labels).await;
+        }
         PolicyState::Failed(failed) => {
             labels.error = "load".into();
             state.metrics.record_evaluation(&labels, Duration::ZERO);
@@ -175,13 +181,10 @@ async fn answer(
         }
     };
 
-    if let (Some(always), Some(namespace)) = (&state.always_accept_namespace, &facts.namespace)
-        && always == namespace
-        && endpoint != Endpoint::ValidateRaw
-    {
+    if always_accepted(state, endpoint, &facts) {
         labels.accepted = "true".into();
         state.metrics.record_evaluation(&labels, Duration::ZERO);
-        debug!(policy_id = id, uid = %facts.uid, namespace, "namespace is always accepted");
+        debug!(policy_id = id, uid = %facts.uid, "namespace is always accepted");
         return Ok(AdmissionResponse::allow(facts.uid));
     }
 
@@ -258,6 +261,13 @@ async fn answer(
         Endpoint::Audit => response,
         Endpoint::Validate | Endpoint::ValidateRaw => post_process(response, &policy.behaviour()),
     })
+}
+
+/// Whether the request comes from the namespace that is always accepted.
+fn always_accepted(state: &AppState, endpoint: Endpoint, facts: &RequestFacts) -> bool {
+    endpoint != Endpoint::ValidateRaw
+        && state.always_accept_namespace.is_some()
+        && state.always_accept_namespace == facts.namespace
 }
 
 fn log_verdict(id: &str, uid: &str, verdict: &ValidationResponse) {
