@@ -5,6 +5,8 @@
 
 mod group;
 
+pub use group::evaluate_group;
+
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};

@@ -121,7 +121,11 @@ pub(super) async fn answer(
         state.metrics.record_evaluation(&member_labels, run.elapsed);
     }
 
-    let response = group_response(&group, &facts.uid, result, &runs, &mut labels);
+    let (response, outcome) = group_response(&group, &facts.uid, result, &runs);
+    labels.accepted = outcome.accepted.to_string();
+    if let Some(kind) = outcome.error {
+        labels.error = kind.into();
+    }
     state.metrics.record_evaluation(&labels, elapsed);
     Ok(enforce(&group, endpoint, response))
 }
@@ -137,6 +141,24 @@ fn enforce(
         Endpoint::Audit => response,
         Endpoint::Validate | Endpoint::ValidateRaw => post_process(response, &group.behaviour()),
     }
+}
+
+/// The group's own verdict on `request` (before its mode applies), without
+/// the server around it: no scheduling, no metrics. Blocks while members
+/// run; for callers such as `portcullis run`.
+pub fn evaluate_group(
+    group: &Arc<LoadedGroup>,
+    uid: &str,
+    request: PolicyRequest,
+) -> AdmissionResponse {
+    let (result, runs) = run_group(group, request);
+    group_response(group, uid, result, &runs).0
+}
+
+/// What the metrics record of a group's answer.
+struct GroupOutcome {
+    accepted: bool,
+    error: Option<&'static str>,
 }
 
 /// Evaluates the expression, running members on demand. Runs on a worker.
@@ -220,28 +242,37 @@ fn group_response(
     uid: &str,
     result: Result<bool, String>,
     runs: &[MemberRun],
-    labels: &mut EvaluationLabels,
-) -> AdmissionResponse {
+) -> (AdmissionResponse, GroupOutcome) {
     let id = group.id.as_str();
+    let failed = |kind| GroupOutcome {
+        accepted: false,
+        error: Some(kind),
+    };
     if let Some((run, kind, message)) = runs.iter().find_map(|run| match &run.outcome {
         MemberOutcome::Failed { kind, message } => Some((run, *kind, message)),
         _ => None,
     }) {
-        labels.error = kind.into();
         warn!(policy_id = id, uid, member = %run.name, error = %message, "policy group member failed");
-        return evaluation_error_response(uid, id, &format!("member {}: {message}", run.name));
+        let cause = format!("member {}: {message}", run.name);
+        return (evaluation_error_response(uid, id, &cause), failed(kind));
     }
     let allowed = match result {
         Ok(allowed) => allowed,
         Err(error) => {
-            labels.error = "expression".into();
             warn!(policy_id = id, uid, %error, "policy group expression failed");
-            return evaluation_error_response(uid, id, &format!("expression: {error}"));
+            let cause = format!("expression: {error}");
+            return (
+                evaluation_error_response(uid, id, &cause),
+                failed("expression"),
+            );
         }
     };
-    labels.accepted = allowed.to_string();
+    let outcome = GroupOutcome {
+        accepted: allowed,
+        error: None,
+    };
     if allowed {
-        return AdmissionResponse::allow(uid);
+        return (AdmissionResponse::allow(uid), outcome);
     }
     let causes = runs
         .iter()
@@ -258,7 +289,7 @@ fn group_response(
             })
         })
         .collect();
-    AdmissionResponse {
+    let response = AdmissionResponse {
         uid: uid.to_string(),
         allowed: false,
         status: Some(AdmissionStatus {
@@ -271,5 +302,6 @@ fn group_response(
             details: Some(StatusDetails { causes }),
         }),
         ..AdmissionResponse::default()
-    }
+    };
+    (response, outcome)
 }
