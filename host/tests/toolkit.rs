@@ -63,14 +63,15 @@ fn the_sample_policies_pass_their_own_test_files() {
     let dir = repo().join("sample-policies");
     let out = ok(&["test", dir.to_str().unwrap()]);
     // pod-privileged: 12 cases in 5 languages; default-labels: 8 in 2;
-    // adversarial: 8 in 2; manifests: 2 + 1 + 1.
-    assert!(out.ends_with("\n96 passed, 0 failed\n"), "{out}");
+    // adversarial: 8 in 2; manifests: 2 + 1 + 1; namespace-allowlist: 4.
+    assert!(out.ends_with("\n100 passed, 0 failed\n"), "{out}");
     for policy in [
         "pod-privileged-python",
         "pod-privileged-js",
         "pod-privileged-go",
         "no-privileged-pods",
         "team-labels",
+        "namespace-allowlist-wapc",
     ] {
         assert!(out.contains(policy), "{policy} did not run:\n{out}");
     }

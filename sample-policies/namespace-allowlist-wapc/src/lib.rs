@@ -70,37 +70,3 @@ fn validate(payload: &[u8]) -> CallResult {
         None => accept_request(),
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn settings() -> Settings {
-        Settings {
-            namespaces: vec!["trusted".into(), "ops".into()],
-        }
-    }
-
-    #[test]
-    fn admits_listed_namespaces_only() {
-        assert_eq!(namespace_message("trusted", &settings()), None);
-        assert_eq!(
-            namespace_message("default", &settings()).as_deref(),
-            Some("namespace default is not one of the allowed namespaces (trusted, ops)")
-        );
-        assert!(
-            namespace_message("", &settings())
-                .unwrap()
-                .starts_with("a cluster-scoped request")
-        );
-    }
-
-    #[test]
-    fn empty_names_are_invalid_settings() {
-        let bad = Settings {
-            namespaces: vec![String::new()],
-        };
-        assert!(bad.validate().is_err());
-        assert!(settings().validate().is_ok());
-    }
-}
