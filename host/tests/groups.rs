@@ -1,7 +1,8 @@
 //! Policy groups (issue 14) over HTTPS with compiled sample policies: the
 //! expression decides, short-circuits, and names each member that denied;
 //! mutations count as false; monitor mode applies to the group; a member
-//! that cannot load fails its group closed and nothing else.
+//! that cannot load fails its group closed and nothing else; a changed group
+//! is hot-reloaded, its unchanged members kept as loaded.
 
 mod common;
 
@@ -265,5 +266,47 @@ async fn a_member_that_fails_to_load_fails_its_group_closed_and_nothing_else() {
     let readiness: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(readiness["policies"]["broken-group"]["state"], "error");
     assert_eq!(readiness["policies"]["privileged-group"]["state"], "loaded");
+    server.stop().await;
+}
+
+fn group_members(server: &TestServer, id: &str) -> Vec<(String, usize)> {
+    let set = server.server.as_ref().unwrap().policy_set();
+    match set.get(id) {
+        Some(portcullis_host::policy_set::PolicyState::Group(group)) => group
+            .members
+            .iter()
+            .map(|(name, member)| (name.clone(), std::sync::Arc::as_ptr(member) as usize))
+            .collect(),
+        _ => panic!("{id} is not a loaded group"),
+    }
+}
+
+#[tokio::test]
+async fn a_group_is_hot_reloaded_and_keeps_its_unchanged_members() {
+    let yaml = policies_yaml(&[("privileged-group", privileged_group("protect"))]);
+    let server = TestServer::start(&yaml, Options::default()).await;
+    let review = fixture("pod-privileged.json");
+    let response = server.validate("privileged-group", &review).await;
+    assert_eq!(response["allowed"], false, "{response}");
+    let before = group_members(&server, "privileged-group");
+    let generation = server.server.as_ref().unwrap().policy_set().generation;
+
+    // `default` becomes a trusted namespace; the other member is unchanged.
+    let changed = privileged_group("protect").replace("[trusted]", "[trusted, default]");
+    std::fs::write(
+        &server.policies_path,
+        policies_yaml(&[("privileged-group", changed)]),
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while server.server.as_ref().unwrap().policy_set().generation == generation {
+        assert!(std::time::Instant::now() < deadline, "never reloaded");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let response = server.validate("privileged-group", &review).await;
+    assert_eq!(response["allowed"], true, "{response}");
+    let after = group_members(&server, "privileged-group");
+    assert_eq!(after[0], before[0], "not_privileged is reused as loaded");
+    assert_ne!(after[1], before[1], "trusted_namespace is reloaded");
     server.stop().await;
 }
