@@ -11,11 +11,10 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use axum::http::StatusCode;
 use portcullis_adapters::PolicyRequest;
 use tracing::{debug, info_span, warn};
 
-use super::{AppState, Endpoint, RequestFacts, always_accepted};
+use super::{AppState, Endpoint, RequestFacts, accept_always, on_worker};
 use crate::admission::limits::MAX_MESSAGE_BYTES;
 use crate::admission::{
     AdmissionResponse, AdmissionStatus, StatusCause, StatusDetails, cap_text,
@@ -60,53 +59,26 @@ pub(super) async fn answer(
     mut labels: EvaluationLabels,
 ) -> Result<AdmissionResponse, ApiError> {
     let id = group.id.as_str();
-    if always_accepted(state, endpoint, &facts) {
-        labels.accepted = "true".into();
-        state.metrics.record_evaluation(&labels, Duration::ZERO);
-        debug!(policy_id = id, uid = %facts.uid, "namespace is always accepted");
-        return Ok(AdmissionResponse::allow(facts.uid));
+    if let Some(response) = accept_always(state, endpoint, &facts, &mut labels) {
+        return Ok(response);
     }
 
     let job_group = Arc::clone(&group);
-    let metrics = Arc::clone(&state.metrics);
-    let span = tracing::Span::current();
-    let outcome = state
-        .scheduler
-        .run(id, endpoint.class(), move || {
-            let _span = span.entered();
-            let _in_flight = metrics.in_flight();
-            let started = Instant::now();
-            let request = match endpoint {
-                Endpoint::ValidateRaw => PolicyRequest::Raw(request),
-                Endpoint::Validate | Endpoint::Audit => PolicyRequest::Admission(request),
-            };
-            let (result, runs) = run_group(&job_group, request);
-            (result, runs, started.elapsed())
-        })
-        .await;
-    let (result, runs, elapsed) = match outcome {
-        Ok(done) => done,
-        Err(ScheduleError::Panicked) => {
-            labels.error = "panic".into();
-            state.metrics.record_evaluation(&labels, Duration::ZERO);
-            warn!(policy_id = id, uid = %facts.uid, "policy group evaluation task failed");
-            let response =
-                evaluation_error_response(&facts.uid, id, &ScheduleError::Panicked.to_string());
-            return Ok(enforce(&group, endpoint, response));
-        }
-        Err(error) => {
-            if let ScheduleError::Saturated { limit, waited, .. } = &error {
-                state
-                    .metrics
-                    .record_saturation_rejection(endpoint.origin(), limit.as_str());
-                warn!(policy_id = id, uid = %facts.uid, limit = limit.as_str(), ?waited,
-                    "rejected: no worker within the queue timeout");
-            }
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                error.to_string(),
-            ));
-        }
+    let outcome = on_worker(state, id, endpoint, &facts.uid, move || {
+        let request = match endpoint {
+            Endpoint::ValidateRaw => PolicyRequest::Raw(request),
+            Endpoint::Validate | Endpoint::Audit => PolicyRequest::Admission(request),
+        };
+        run_group(&job_group, request)
+    })
+    .await?;
+    let Some(((result, runs), elapsed)) = outcome else {
+        labels.error = "panic".into();
+        state.metrics.record_evaluation(&labels, Duration::ZERO);
+        warn!(policy_id = id, uid = %facts.uid, "policy group evaluation task failed");
+        let response =
+            evaluation_error_response(&facts.uid, id, &ScheduleError::Panicked.to_string());
+        return Ok(enforce(&group, endpoint, response));
     };
 
     for run in &runs {
