@@ -5,29 +5,13 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
-use common::{module, policies_dir};
+use common::{module, policies_dir, portcullis_cli, repo};
 use serde_json::Value;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 fn portcullis(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(args)
-        .env(
-            "PORTCULLIS_COMPILED_CACHE_DIR",
-            repo().join("target/test-compiled-cache"),
-        )
-        .env(
-            "PORTCULLIS_STORE",
-            std::env::temp_dir().join("portcullis-cli-groups-test-store"),
-        )
-        .stdin(Stdio::null())
-        .output()
-        .expect("run portcullis")
+    portcullis_cli(args, "portcullis-cli-groups-test-store")
 }
 
 /// `portcullis run -r <request> <manifest>`: the printed AdmissionResponse.
