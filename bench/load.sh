@@ -12,7 +12,11 @@
 #   4. plain HTTP, waPC policy;
 # reporting req/s, p50/p99 latency and the server's peak RSS (VmHWM); then
 #   5. a 20-policy configuration: time to ready and idle RSS (cold compiled cache);
-#   6. a restart of the same configuration with the compiled cache warm: time to ready.
+#   6. a restart of the same configuration with the compiled cache warm: time to ready;
+#   7. a two-member policy group (both members run: the privileged fixture
+#      in namespace default) against its two members as separate policies,
+#      evaluated one after the other: µs of server time per admission.
+# SCENARIOS=groups runs scenario 7 only.
 # Needs: cargo, openssl, wrk, curl; the sample policies in target/policies
 # (scripts/build-policies.sh). POLICY_SERVER_BIN=path measures that binary
 # instead of building one (to compare two builds on the same machine).
@@ -36,7 +40,7 @@ trap cleanup EXIT
 for tool in cargo openssl wrk curl; do
   command -v "$tool" >/dev/null || { echo "missing tool: $tool" >&2; exit 1; }
 done
-for m in pod-privileged-wapc pod-privileged-component pod-privileged-gatekeeper pod-privileged-opa default-labels-wapc default-labels-component adversarial-wapc adversarial-component; do
+for m in pod-privileged-wapc pod-privileged-component pod-privileged-gatekeeper pod-privileged-opa default-labels-wapc default-labels-component adversarial-wapc adversarial-component namespace-allowlist-wapc; do
   [[ -f "$POLICIES/$m.wasm" ]] || { echo "missing $POLICIES/$m.wasm: run scripts/build-policies.sh" >&2; exit 1; }
 done
 
@@ -118,6 +122,56 @@ run_wrk() {
   echo "$rps $p50 $p99"
 }
 
+# --- 6. a two-member group against its members one after the other --------
+bench_groups() {
+  cat > "$WORK/policies-groups.yml" <<YAML
+not-privileged:
+  module: file://$POLICIES/pod-privileged-wapc.wasm
+trusted-namespace:
+  module: file://$POLICIES/namespace-allowlist-wapc.wasm
+  settings: {namespaces: [trusted]}
+privileged-group:
+  expression: "not_privileged() || trusted_namespace()"
+  message: privileged Pods run in the trusted namespace only
+  policies:
+    not_privileged:
+      module: file://$POLICIES/pod-privileged-wapc.wasm
+    trusted_namespace:
+      module: file://$POLICIES/namespace-allowlist-wapc.wasm
+      settings: {namespaces: [trusted]}
+YAML
+  start_server "$WORK/policies-groups.yml" "$WORK/store-groups" yes
+  local verdict
+  verdict=$(curl -sk -X POST -H 'Content-Type: application/json' --data-binary @"$FIXTURE" \
+    "https://127.0.0.1:$PORT/validate/privileged-group")
+  # Both members ran and denied: two causes.
+  [[ "$verdict" == *'"allowed":false'* && "$verdict" == *spec.policies.trusted_namespace* ]] \
+    || { echo "unexpected group verdict: $verdict" >&2; exit 1; }
+  echo
+  echo "| run (HTTPS, 8 conns, keep-alive) | req/s | p50 | p99 | µs per admission |"
+  echo "|---|---|---|---|---|"
+  local id rps p50 p99 sequential=0 group_us
+  for id in not-privileged trusted-namespace privileged-group; do
+    read -r rps p50 p99 < <(run_wrk "https://127.0.0.1:$PORT/validate/$id")
+    local us
+    us=$(echo "1000000 / $rps" | bc -l)
+    printf '| %s | %s | %s | %s | %.0f |\n' "$id" "$rps" "$p50" "$p99" "$us"
+    if [[ "$id" == privileged-group ]]; then
+      group_us=$us
+    else
+      sequential=$(echo "$sequential + $us" | bc -l)
+    fi
+  done
+  printf '| the two members one after the other (sum) | | | | %.0f |\n' "$sequential"
+  printf '\ngroup / members one after the other: %.2f\n' "$(echo "$group_us / $sequential" | bc -l)"
+  stop_server
+}
+
+if [[ "${SCENARIOS:-all}" == groups ]]; then
+  bench_groups
+  exit 0
+fi
+
 cat > "$WORK/policies.yml" <<YAML
 priv-wapc:
   module: file://$POLICIES/pod-privileged-wapc.wasm
@@ -183,3 +237,5 @@ rss=$(rss_kib "$SERVER_PID" VmRSS)
 loaded=$(curl -fs "http://127.0.0.1:$PROBE/readiness" | grep -o '"state":"loaded"' | wc -l)
 printf '| restart, modules unchanged (warm compiled cache) | %s loaded | %.2f | %.1f |\n' "$loaded" "$READY" "$(echo "$rss / 1024" | bc -l)"
 stop_server
+
+bench_groups

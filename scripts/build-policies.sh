@@ -40,7 +40,7 @@ export PATH="$HOME/.cache/portcullis/bin:$PATH"
 out_dir="$repo/target/policies"
 cargo="${CARGO:-cargo}"
 
-wasip1_crates=(pod-privileged-wapc default-labels-wapc adversarial-wapc
+wasip1_crates=(pod-privileged-wapc default-labels-wapc adversarial-wapc namespace-allowlist-wapc
     unique-ingress-host-wapc requester-can-i-wapc image-digest-wapc capability-probe-wapc)
 wasip2_crates=(pod-privileged-component default-labels-component adversarial-component
     unique-ingress-host-component requester-can-i-component image-digest-component

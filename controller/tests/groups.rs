@@ -4,9 +4,9 @@
 //! policy-server's `policies.yml` (Kubewarden's group format) and registers
 //! its validating webhook once the policy-server serves it.
 //!
-//! The policy-server's evaluation of groups is not built yet, so these tests
-//! assert on the controller's objects, not on verdicts: the fake replica of
-//! the reconcile tests reports every id of the ConfigMap as loaded.
+//! These tests assert on the controller's objects (the fake replica of the
+//! reconcile tests reports every id of the ConfigMap as loaded); verdicts of
+//! groups from a real policy-server are in `group_journey.rs`.
 
 mod common;
 

@@ -1,6 +1,11 @@
 //! The admission service: look up the policy in the current snapshot,
 //! wait for a worker ([`crate::scheduler`]), evaluate on an evaluation
-//! thread, build the (capped) response and record metrics.
+//! thread, build the (capped) response and record metrics. Policy groups
+//! take the same path through [`group`].
+
+mod group;
+
+pub use group::evaluate_group;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -155,6 +160,9 @@ async fn answer(
 
     let policy = match policy {
         PolicyState::Loaded(policy) => policy,
+        PolicyState::Group(group) => {
+            return group::answer(state, group, endpoint, request, facts, labels).await;
+        }
         PolicyState::Failed(failed) => {
             labels.error = "load".into();
             state.metrics.record_evaluation(&labels, Duration::ZERO);
@@ -178,56 +186,30 @@ async fn answer(
         }
     };
 
-    if let (Some(always), Some(namespace)) = (&state.always_accept_namespace, &facts.namespace)
-        && always == namespace
-        && endpoint != Endpoint::ValidateRaw
-    {
-        labels.accepted = "true".into();
-        state.metrics.record_evaluation(&labels, Duration::ZERO);
-        debug!(policy_id = id, uid = %facts.uid, namespace, "namespace is always accepted");
-        return Ok(AdmissionResponse::allow(facts.uid));
+    if let Some(response) = accept_always(state, endpoint, &facts, &mut labels) {
+        return Ok(response);
     }
 
     let blocking_policy = Arc::clone(&policy);
-    let metrics = Arc::clone(&state.metrics);
-    let span = tracing::Span::current();
-    let outcome = state
-        .scheduler
-        .run(id, endpoint.class(), move || {
-            let _span = span.entered();
-            let _in_flight = metrics.in_flight();
-            let started = Instant::now();
-            let policy_request = match endpoint {
-                Endpoint::ValidateRaw => PolicyRequest::Raw(request),
-                Endpoint::Validate | Endpoint::Audit => PolicyRequest::Admission(request),
-            };
-            let verdict = blocking_policy.module.validate(
-                &blocking_policy.eval_context(),
-                &policy_request,
-                &blocking_policy.settings,
-            );
-            let request = match policy_request {
-                PolicyRequest::Raw(v) | PolicyRequest::Admission(v) => v,
-            };
-            (verdict, request, started.elapsed())
-        })
-        .await;
+    let outcome = on_worker(state, id, endpoint, &facts.uid, move || {
+        let policy_request = match endpoint {
+            Endpoint::ValidateRaw => PolicyRequest::Raw(request),
+            Endpoint::Validate | Endpoint::Audit => PolicyRequest::Admission(request),
+        };
+        let verdict = blocking_policy.module.validate(
+            &blocking_policy.eval_context(),
+            &policy_request,
+            &blocking_policy.settings,
+        );
+        let request = match policy_request {
+            PolicyRequest::Raw(v) | PolicyRequest::Admission(v) => v,
+        };
+        (verdict, request)
+    })
+    .await?;
     let (outcome, elapsed) = match outcome {
-        Ok((verdict, request, elapsed)) => (Ok((verdict, request)), elapsed),
-        Err(ScheduleError::Panicked) => (Err(ScheduleError::Panicked), Duration::ZERO),
-        Err(error) => {
-            if let ScheduleError::Saturated { limit, waited, .. } = &error {
-                state
-                    .metrics
-                    .record_saturation_rejection(endpoint.origin(), limit.as_str());
-                warn!(policy_id = id, uid = %facts.uid, limit = limit.as_str(), ?waited,
-                    "rejected: no worker within the queue timeout");
-            }
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                error.to_string(),
-            ));
-        }
+        Some((done, elapsed)) => (Ok(done), elapsed),
+        None => (Err(ScheduleError::Panicked), Duration::ZERO),
     };
 
     let response = match outcome {
@@ -261,6 +243,77 @@ async fn answer(
         Endpoint::Audit => response,
         Endpoint::Validate | Endpoint::ValidateRaw => post_process(response, &policy.behaviour()),
     })
+}
+
+/// The acceptance of a request from the namespace that is always accepted
+/// (counted, without evaluation); `None` for any other request.
+fn accept_always(
+    state: &AppState,
+    endpoint: Endpoint,
+    facts: &RequestFacts,
+    labels: &mut EvaluationLabels,
+) -> Option<AdmissionResponse> {
+    let always = endpoint != Endpoint::ValidateRaw
+        && state.always_accept_namespace.is_some()
+        && state.always_accept_namespace == facts.namespace;
+    if !always {
+        return None;
+    }
+    labels.accepted = "true".into();
+    state.metrics.record_evaluation(labels, Duration::ZERO);
+    debug!(policy_id = %labels.policy, uid = %facts.uid, "namespace is always accepted");
+    Some(AdmissionResponse::allow(facts.uid.clone()))
+}
+
+/// Runs `job` on an evaluation worker under the scheduling unit `id`, in
+/// the request's span and counted in flight; answers its result and how
+/// long it ran, or `None` if it panicked. A server with no worker free
+/// within the queue timeout is a counted 503.
+async fn on_worker<T, F>(
+    state: &AppState,
+    id: &str,
+    endpoint: Endpoint,
+    uid: &str,
+    job: F,
+) -> Result<Option<(T, Duration)>, ApiError>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let metrics = Arc::clone(&state.metrics);
+    let span = tracing::Span::current();
+    let outcome = state
+        .scheduler
+        .run(id, endpoint.class(), move || {
+            let _span = span.entered();
+            let _in_flight = metrics.in_flight();
+            let started = Instant::now();
+            let result = job();
+            (result, started.elapsed())
+        })
+        .await;
+    match outcome {
+        Ok(done) => Ok(Some(done)),
+        Err(ScheduleError::Panicked) => Ok(None),
+        Err(error) => {
+            if let ScheduleError::Saturated { limit, waited, .. } = &error {
+                state
+                    .metrics
+                    .record_saturation_rejection(endpoint.origin(), limit.as_str());
+                warn!(
+                    policy_id = id,
+                    uid,
+                    limit = limit.as_str(),
+                    ?waited,
+                    "rejected: no worker within the queue timeout"
+                );
+            }
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                error.to_string(),
+            ))
+        }
+    }
 }
 
 fn log_verdict(id: &str, uid: &str, verdict: &ValidationResponse) {

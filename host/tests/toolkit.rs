@@ -5,15 +5,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::PathBuf;
+use std::process::Output;
 
-use common::policies_dir;
+use common::{policies_dir, portcullis_cli, repo};
 use serde_json::Value;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 fn module_path(name: &str) -> PathBuf {
     let path = policies_dir().join(format!("{name}.wasm"));
@@ -27,19 +23,7 @@ fn module_path(name: &str) -> PathBuf {
 
 /// Runs `portcullis` with a compiled-module cache shared by the tests.
 fn portcullis(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(args)
-        .env(
-            "PORTCULLIS_COMPILED_CACHE_DIR",
-            repo().join("target/test-compiled-cache"),
-        )
-        .env(
-            "PORTCULLIS_STORE",
-            std::env::temp_dir().join("portcullis-toolkit-test-store"),
-        )
-        .stdin(Stdio::null())
-        .output()
-        .expect("run portcullis")
+    portcullis_cli(args, "portcullis-toolkit-test-store")
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -63,14 +47,15 @@ fn the_sample_policies_pass_their_own_test_files() {
     let dir = repo().join("sample-policies");
     let out = ok(&["test", dir.to_str().unwrap()]);
     // pod-privileged: 12 cases in 5 languages; default-labels: 8 in 2;
-    // adversarial: 8 in 2; manifests: 2 + 1 + 1.
-    assert!(out.ends_with("\n96 passed, 0 failed\n"), "{out}");
+    // adversarial: 8 in 2; manifests: 2 + 1 + 1; namespace-allowlist: 4.
+    assert!(out.ends_with("\n100 passed, 0 failed\n"), "{out}");
     for policy in [
         "pod-privileged-python",
         "pod-privileged-js",
         "pod-privileged-go",
         "no-privileged-pods",
         "team-labels",
+        "namespace-allowlist-wapc",
     ] {
         assert!(out.contains(policy), "{policy} did not run:\n{out}");
     }

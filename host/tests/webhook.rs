@@ -284,7 +284,8 @@ async fn broken_policies_are_isolated_and_reported() {
         ("bad-settings", "unknown behaviour"),
         ("missing-module", "nonexistent"),
         ("garbage-module", "garbage-module"),
-        ("group", "policy groups are not supported yet"),
+        // A group whose member cannot load fails closed (tests/groups.rs).
+        ("group", "member a: cannot fetch module"),
     ] {
         let response = server.validate(id, &fixture("pod-unprivileged.json")).await;
         assert_eq!(response["allowed"], false, "{id}: {response}");

@@ -158,6 +158,13 @@ enum PolicyReport<'a> {
         module_digest: &'a str,
         mode: &'static str,
     },
+    /// A policy group: state `loaded` too, with its members.
+    #[serde(rename = "loaded")]
+    Group {
+        expression: &'a str,
+        members: BTreeMap<&'a str, MemberReport<'a>>,
+        mode: &'static str,
+    },
     #[serde(rename = "error")]
     Error {
         reason: &'a str,
@@ -168,6 +175,13 @@ enum PolicyReport<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         mode: Option<&'static str>,
     },
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MemberReport<'a> {
+    module: &'a str,
+    module_digest: &'a str,
 }
 
 /// `GET /readiness`: 200 once the initial load is done, with every policy's state.
@@ -183,6 +197,21 @@ pub(crate) async fn readiness(State(state): State<Arc<AppState>>) -> Response {
                     module: &p.config.module,
                     module_digest: &p.module_digest,
                     mode: p.config.policy_mode.as_str(),
+                },
+                PolicyState::Group(g) => PolicyReport::Group {
+                    expression: &g.config.expression,
+                    members: g
+                        .members
+                        .iter()
+                        .map(|(name, p)| {
+                            let report = MemberReport {
+                                module: &p.config.module,
+                                module_digest: &p.module_digest,
+                            };
+                            (name.as_str(), report)
+                        })
+                        .collect(),
+                    mode: g.config.policy_mode.as_str(),
                 },
                 PolicyState::Failed(f) => PolicyReport::Error {
                     reason: &f.reason,

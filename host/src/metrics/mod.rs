@@ -190,7 +190,7 @@ impl Metrics {
         self.policy_loaded.clear();
         let mut errors = 0;
         for (id, state) in &set.policies {
-            let loaded = matches!(state, PolicyState::Loaded(_));
+            let loaded = !matches!(state, PolicyState::Failed(_));
             if !loaded {
                 errors += 1;
             }

@@ -11,10 +11,14 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use portcullis_adapters::{LoadedModule, PolicyEngine, Settings};
-use portcullis_config::{LenientPolicies, PolicyConfig, PolicyEntry};
+use portcullis_config::{
+    LenientPolicies, PolicyConfig, PolicyEntry, PolicyGroupConfig, PolicyGroupMember, PolicyMode,
+};
 use tracing::{info, warn};
 
-use super::{FailedPolicy, LoadedPolicy, PolicySet, PolicyState};
+use super::{
+    FailedPolicy, GroupExpression, LoadedGroup, LoadedPolicy, PolicySet, PolicyState, member_id,
+};
 use crate::admission::cap_text;
 use crate::admission::limits::MAX_MESSAGE_BYTES;
 use crate::capabilities::{HostServices, ResourceType};
@@ -58,6 +62,7 @@ impl PolicyLoader {
     ) -> PolicySet {
         let mut states = BTreeMap::new();
         let mut policies = Vec::new();
+        let mut groups = Vec::new();
         for (id, entry) in parsed.entries {
             match entry {
                 Err(reason) => {
@@ -65,15 +70,12 @@ impl PolicyLoader {
                     states.insert(id, failed);
                 }
                 Ok(PolicyEntry::Group(group)) => {
-                    let failed = FailedPolicy {
-                        id: id.clone(),
-                        reason: "policy groups are not supported yet".to_string(),
-                        mode: Some(group.policy_mode),
-                        module: None,
-                        module_digest: None,
-                        retryable: false,
-                    };
-                    states.insert(id, PolicyState::Failed(Arc::new(failed)));
+                    // Members load like policies (fetch, compile, validate
+                    // settings), under their `<group>/<member>` ids.
+                    for (name, member) in &group.policies {
+                        policies.push((member_id(&id, name), member_policy(member)));
+                    }
+                    groups.push((id, group));
                 }
                 Ok(PolicyEntry::Policy(config)) => policies.push((id, config)),
             }
@@ -160,11 +162,18 @@ impl PolicyLoader {
         for (id, state) in join_all(validations).await {
             states.insert(id, state);
         }
+        for (id, group) in groups {
+            let state = assemble_group(&id, group, &mut states);
+            states.insert(id, state);
+        }
 
         for state in states.values() {
             match state {
                 PolicyState::Loaded(p) => {
                     info!(policy_id = %p.id, module = %p.config.module, digest = %p.module_digest, mode = %p.config.policy_mode, "policy loaded")
+                }
+                PolicyState::Group(g) => {
+                    info!(policy_id = %g.id, expression = %g.config.expression, members = ?g.members.keys().collect::<Vec<_>>(), mode = %g.config.policy_mode, "policy group loaded")
                 }
                 PolicyState::Failed(f) => {
                     warn!(policy_id = %f.id, reason = %f.reason, "policy failed to load")
@@ -212,8 +221,16 @@ impl PolicyLoader {
         let mut modules: HashMap<String, Result<LoadedModule, String>> = HashMap::new();
         if let Some(previous) = previous {
             for state in previous.policies.values() {
-                if let PolicyState::Loaded(p) = state {
-                    modules.insert(p.module_digest.clone(), Ok(p.module.clone()));
+                match state {
+                    PolicyState::Loaded(p) => {
+                        modules.insert(p.module_digest.clone(), Ok(p.module.clone()));
+                    }
+                    PolicyState::Group(g) => {
+                        for p in g.members.values() {
+                            modules.insert(p.module_digest.clone(), Ok(p.module.clone()));
+                        }
+                    }
+                    PolicyState::Failed(_) => {}
                 }
             }
         }
@@ -249,11 +266,86 @@ fn unchanged_policy(
     config: &PolicyConfig,
     digest: &str,
 ) -> Option<Arc<LoadedPolicy>> {
-    match previous.get(id)? {
-        PolicyState::Loaded(p) if p.config == *config && p.module_digest == digest => {
-            Some(Arc::clone(p))
+    let policy = match id.split_once('/') {
+        Some((group, member)) => match previous.get(group)? {
+            PolicyState::Group(g) => g.members.get(member)?,
+            _ => return None,
+        },
+        None => match previous.get(id)? {
+            PolicyState::Loaded(p) => p,
+            _ => return None,
+        },
+    };
+    (policy.config == *config && policy.module_digest == digest).then(|| Arc::clone(policy))
+}
+
+/// A group member as the policy it is loaded as: always `protect`, never
+/// mutating (a member's mutation counts as `false`), no message of its own.
+fn member_policy(member: &PolicyGroupMember) -> PolicyConfig {
+    PolicyConfig {
+        module: member.module.clone(),
+        settings: member.settings.clone(),
+        policy_mode: PolicyMode::Protect,
+        allowed_to_mutate: false,
+        context_aware_resources: member.context_aware_resources.clone(),
+        message: None,
+        timeout_eval_seconds: member.timeout_eval_seconds,
+        host_capabilities: member.host_capabilities.clone(),
+        execution_mode: member.execution_mode,
+    }
+}
+
+/// Takes the group's members out of `states` and builds the group. One
+/// member that failed fails the group closed; nothing else is affected.
+fn assemble_group(
+    id: &str,
+    config: PolicyGroupConfig,
+    states: &mut BTreeMap<String, PolicyState>,
+) -> PolicyState {
+    let mut members = BTreeMap::new();
+    let mut failures = Vec::new();
+    let mut retryable = false;
+    for name in config.policies.keys() {
+        match states.remove(&member_id(id, name)) {
+            Some(PolicyState::Loaded(policy)) => {
+                members.insert(name.clone(), policy);
+            }
+            Some(PolicyState::Failed(failed)) => {
+                retryable |= failed.retryable;
+                failures.push(format!("member {name}: {}", failed.reason));
+            }
+            Some(PolicyState::Group(_)) | None => {
+                failures.push(format!("member {name}: not loaded"));
+            }
         }
-        _ => None,
+    }
+    let fail = |reason: String, retryable: bool| {
+        PolicyState::Failed(Arc::new(FailedPolicy {
+            id: id.to_string(),
+            reason: cap_text(reason, MAX_MESSAGE_BYTES, "message"),
+            mode: Some(config.policy_mode),
+            module: None,
+            module_digest: None,
+            retryable,
+        }))
+    };
+    if config.policies.is_empty() {
+        return fail("a policy group needs at least one member".into(), false);
+    }
+    if !failures.is_empty() {
+        return fail(failures.join("; "), retryable);
+    }
+    match GroupExpression::compile(
+        &config.expression,
+        config.policies.keys().map(String::as_str),
+    ) {
+        Ok(expression) => PolicyState::Group(Arc::new(LoadedGroup {
+            id: id.to_string(),
+            config,
+            expression,
+            members,
+        })),
+        Err(reason) => fail(format!("invalid expression: {reason}"), false),
     }
 }
 

@@ -3,6 +3,7 @@
 //! single policy) it started with, so a reload never changes a verdict
 //! mid-request.
 
+mod expression;
 mod loader;
 
 use std::collections::BTreeMap;
@@ -10,9 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use portcullis_adapters::{EvalContext, HostCapabilities, LoadedModule, Settings};
-use portcullis_config::{PolicyConfig, PolicyMode};
+use portcullis_config::{PolicyConfig, PolicyGroupConfig, PolicyMode};
 use serde::Serialize;
 
+pub use expression::GroupExpression;
 pub use loader::PolicyLoader;
 
 use crate::admission::PolicyBehaviour;
@@ -43,7 +45,7 @@ impl PolicySet {
     pub fn failures(&self) -> impl Iterator<Item = &FailedPolicy> {
         self.policies.values().filter_map(|state| match state {
             PolicyState::Failed(failed) => Some(failed.as_ref()),
-            PolicyState::Loaded(_) => None,
+            PolicyState::Loaded(_) | PolicyState::Group(_) => None,
         })
     }
 }
@@ -53,7 +55,10 @@ impl PolicySet {
 pub enum PolicyState {
     /// Compiled, settings validated.
     Loaded(Arc<LoadedPolicy>),
-    /// Failed to download, compile or validate its settings.
+    /// A policy group whose members all loaded and whose expression compiled.
+    Group(Arc<LoadedGroup>),
+    /// Failed to download, compile or validate its settings; for a group,
+    /// one of its members did, or its expression is invalid.
     Failed(Arc<FailedPolicy>),
 }
 
@@ -62,6 +67,7 @@ impl PolicyState {
     pub fn mode(&self) -> Option<PolicyMode> {
         match self {
             Self::Loaded(p) => Some(p.config.policy_mode),
+            Self::Group(g) => Some(g.config.policy_mode),
             Self::Failed(f) => f.mode,
         }
     }
@@ -104,6 +110,38 @@ impl LoadedPolicy {
             message: self.config.message.as_deref(),
         }
     }
+}
+
+/// A policy group ready to evaluate: members combined by a CEL expression.
+pub struct LoadedGroup {
+    /// The group's policy id.
+    pub id: String,
+    /// Its `policies.yml` entry.
+    pub config: PolicyGroupConfig,
+    /// The expression, compiled and checked.
+    pub expression: GroupExpression,
+    /// Members by name, each with its own module, settings, deadline and
+    /// capabilities. A member's id is `<group>/<member>`, which no policy id
+    /// can be (ids have no `/`).
+    pub members: BTreeMap<String, Arc<LoadedPolicy>>,
+}
+
+impl LoadedGroup {
+    /// How the group's verdict is enforced: its mode applies; it never
+    /// mutates; its message is already set on denials.
+    pub fn behaviour(&self) -> PolicyBehaviour<'_> {
+        PolicyBehaviour {
+            policy_id: &self.id,
+            mode: self.config.policy_mode,
+            allowed_to_mutate: false,
+            message: None,
+        }
+    }
+}
+
+/// The id of a group member's policy: `<group>/<member>`.
+pub fn member_id(group: &str, member: &str) -> String {
+    format!("{group}/{member}")
 }
 
 /// A policy that could not be loaded.

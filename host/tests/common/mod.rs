@@ -34,6 +34,26 @@ pub fn module(name: &str) -> String {
     format!("file://{}", path.display())
 }
 
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Runs the `portcullis` CLI with the compiled-module cache the tests share
+/// and its store in `<tmp>/<store>`, stdin closed.
+pub fn portcullis_cli(args: &[&str], store: &str) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(args)
+        .env(
+            "PORTCULLIS_COMPILED_CACHE_DIR",
+            repo().join("target/test-compiled-cache"),
+        )
+        .env("PORTCULLIS_STORE", std::env::temp_dir().join(store))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run portcullis")
+}
+
 /// An AdmissionReview from `tests/fixtures/`.
 pub fn fixture(name: &str) -> Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))

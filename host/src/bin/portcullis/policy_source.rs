@@ -1,17 +1,21 @@
 //! What a command evaluates: a module, or a ClusterAdmissionPolicy /
 //! AdmissionPolicy manifest that names a module and says how the server
-//! enforces its verdicts.
+//! enforces its verdicts, or (for `run`) a ClusterAdmissionPolicyGroup /
+//! AdmissionPolicyGroup manifest.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use portcullis_config::PolicyMode;
+use portcullis_config::{PolicyGroupConfig, PolicyGroupMember, PolicyMode};
 use portcullis_host::admission::{AdmissionResponse, PolicyBehaviour, post_process};
 use serde::Deserialize;
 use serde_json::Value;
 
 /// The policy kinds whose manifests name one module.
 const MANIFEST_KINDS: [&str; 2] = ["ClusterAdmissionPolicy", "AdmissionPolicy"];
+
+/// The policy kinds whose manifests combine member policies.
+const GROUP_KINDS: [&str; 2] = ["ClusterAdmissionPolicyGroup", "AdmissionPolicyGroup"];
 
 /// A policy to evaluate, with the enforcement the policy-server would apply.
 #[derive(Debug, Clone)]
@@ -168,6 +172,133 @@ fn manifest(bytes: &[u8], path: &Path) -> anyhow::Result<PolicySource> {
     })
 }
 
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GroupManifest {
+    kind: String,
+    #[serde(default)]
+    metadata: ManifestMetadata,
+    spec: GroupSpec,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GroupSpec {
+    expression: String,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    mode: Option<String>,
+    policies: std::collections::BTreeMap<String, GroupMemberSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GroupMemberSpec {
+    module: String,
+    #[serde(default)]
+    settings: Option<Value>,
+    #[serde(default)]
+    context_aware_resources: Vec<portcullis_config::ContextAwareResource>,
+    #[serde(default)]
+    timeout_eval_seconds: Option<u64>,
+}
+
+/// A policy group read from a manifest: its policy-server id and its
+/// `policies.yml` entry, as the controller writes them.
+pub struct GroupSource {
+    pub id: String,
+    pub config: PolicyGroupConfig,
+}
+
+/// Reads `reference` as a group manifest when it is one: `Ok(None)` for a
+/// module or anything else that is not a group's YAML. Relative member
+/// modules are relative to the manifest.
+pub fn group(reference: &str) -> anyhow::Result<Option<GroupSource>> {
+    if reference.contains("://") {
+        return Ok(None);
+    }
+    let path = Path::new(reference);
+    let Ok(bytes) = std::fs::read(path) else {
+        return Ok(None);
+    };
+    let Ok(text) = std::str::from_utf8(&bytes) else {
+        return Ok(None);
+    };
+    #[derive(Deserialize)]
+    struct Kind {
+        kind: String,
+    }
+    match serde_yaml::from_str::<Kind>(text) {
+        Ok(k) if GROUP_KINDS.contains(&k.kind.as_str()) => {}
+        _ => return Ok(None),
+    }
+    let manifest: GroupManifest = serde_yaml::from_str(text)
+        .with_context(|| format!("{} is not a valid policy group manifest", path.display()))?;
+    let policy_mode = match manifest.spec.mode.as_deref() {
+        None | Some("protect") => PolicyMode::Protect,
+        Some("monitor") => PolicyMode::Monitor,
+        Some(other) => bail!(
+            "{}: spec.mode is {other:?}, expected protect or monitor",
+            path.display()
+        ),
+    };
+    let Some(message) = manifest.spec.message.filter(|m| !m.is_empty()) else {
+        bail!(
+            "{}: spec.message is required: it is the rejection message of the group",
+            path.display()
+        );
+    };
+    let name = &manifest.metadata.name;
+    // The ids the controller gives groups.
+    let id = match (&manifest.kind[..], &manifest.metadata.namespace) {
+        ("AdmissionPolicyGroup", namespace) => format!(
+            "group-namespaced-{}.{name}",
+            namespace.as_deref().unwrap_or("default")
+        ),
+        _ => format!("group-clusterwide-{name}"),
+    };
+    let policies = manifest
+        .spec
+        .policies
+        .into_iter()
+        .map(|(member, spec)| {
+            let module = if spec.module.contains("://") {
+                spec.module
+            } else {
+                let local = relative_to(path, &spec.module);
+                let absolute = local
+                    .canonicalize()
+                    .with_context(|| format!("member {member}: {}", local.display()))?;
+                format!("file://{}", absolute.display())
+            };
+            let config = PolicyGroupMember {
+                module,
+                settings: spec
+                    .settings
+                    .unwrap_or_else(|| Value::Object(Default::default())),
+                context_aware_resources: spec.context_aware_resources,
+                timeout_eval_seconds: spec.timeout_eval_seconds,
+                // Nothing: `run`'s capability flags apply to a single
+                // module, not to a group's members.
+                host_capabilities: Vec::new(),
+                // As Kubewarden's CRDs: the module's metadata decides.
+                execution_mode: None,
+            };
+            Ok((member, config))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok(Some(GroupSource {
+        id,
+        config: PolicyGroupConfig {
+            policy_mode,
+            expression: manifest.spec.expression,
+            message,
+            policies,
+        },
+    }))
+}
+
 fn relative_to(file: &Path, reference: &str) -> PathBuf {
     file.parent().unwrap_or(Path::new(".")).join(reference)
 }
@@ -215,6 +346,9 @@ mod tests {
         assert_eq!(ap.module, "registry://r/p:v1");
         assert_eq!(ap.enforcement.unwrap().policy_id, "namespaced-team-x");
 
+        // A group manifest is not a single policy.
+        let cap_path = dir.path().join("cap.yaml");
+        assert!(group(cap_path.to_str().unwrap()).unwrap().is_none());
         write(dir.path(), "pod.yaml", "kind: Pod\nspec: {module: x}\n");
         let err = resolve("pod.yaml", dir.path()).unwrap_err().to_string();
         assert!(err.contains("kind Pod is not supported"), "{err}");

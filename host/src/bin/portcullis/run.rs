@@ -6,12 +6,20 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 use portcullis_adapters::{EvalContext, PolicyRequest};
-use portcullis_host::admission::build_admission_response;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use portcullis_config::{LenientPolicies, PolicyEntry};
+use portcullis_host::admission::{build_admission_response, post_process};
 use portcullis_host::capabilities::oneshot::{CapabilitySession, SessionMode};
-use portcullis_host::capabilities::{KubeConfigSource, ResourceType};
+use portcullis_host::capabilities::{HostServices, KubeConfigSource, ResourceType, ServicesConfig};
+use portcullis_host::evaluation::evaluate_group;
+use portcullis_host::module_source::ModuleSource;
+use portcullis_host::policy_set::{PolicyLoader, PolicyState};
 use serde_json::Value;
 
 use super::inputs;
+use super::policy_source::{self, GroupSource};
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -27,7 +35,10 @@ pub struct RunArgs {
     /// Evaluation deadline.
     #[arg(long, default_value = "2s", value_parser = humantime_secs)]
     timeout: Duration,
-    /// The module: a path or a `file://`, `http(s)://` or `registry://` URI.
+    /// The module: a path or a `file://`, `http(s)://` or `registry://` URI;
+    /// or a ClusterAdmissionPolicyGroup / AdmissionPolicyGroup manifest
+    /// (YAML), evaluated as the policy-server does (members, expression,
+    /// message, mode).
     module: String,
     #[command(flatten)]
     mode: inputs::ModeArgs,
@@ -101,6 +112,9 @@ pub fn humantime_secs(s: &str) -> Result<Duration, String> {
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    if let Some(group) = policy_source::group(&args.module)? {
+        return run_group(args, group).await;
+    }
     let module = inputs::fetch_module(&args.module, &args.sources).await?;
     let settings = inputs::settings(args.settings.as_deref())?;
     let request = inputs::request(&args.request, args.raw)?;
@@ -161,6 +175,63 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // The recording is kept even when the evaluation failed: it shows why.
     session.finish()?;
     let response = evaluation??;
+    println!("{}", serde_json::to_string_pretty(&response)?);
+    Ok(())
+}
+
+/// Loads the group as the policy-server does (every member fetched,
+/// compiled and its settings validated; the expression compiled and
+/// checked), evaluates it once and applies its mode.
+async fn run_group(args: RunArgs, group: GroupSource) -> anyhow::Result<()> {
+    if args.settings.is_some() {
+        bail!("--settings does not apply to a group: each member has its own settings");
+    }
+    if args.capabilities.mode() != SessionMode::Live || args.capabilities.allow_context_aware {
+        bail!(
+            "host capability flags apply to a single module, not to a group's members, \
+             which get no host capabilities here"
+        );
+    }
+    let fetcher = args.sources.fetcher()?;
+    let services = HostServices::new(
+        ServicesConfig {
+            kubernetes: args.capabilities.kubernetes(),
+            registries: Some(fetcher.clone()),
+        },
+        tokio::runtime::Handle::current(),
+    )
+    .await;
+    let loader = PolicyLoader::new(
+        inputs::engine()?,
+        ModuleSource::new(fetcher),
+        args.timeout,
+        services,
+    );
+    let id = group.id.clone();
+    let parsed = LenientPolicies {
+        entries: BTreeMap::from([(id.clone(), Ok(PolicyEntry::Group(group.config)))]),
+        digest: String::new(),
+    };
+    let set = loader.load(parsed, None, 1).await;
+    let group = match set.get(&id) {
+        Some(PolicyState::Group(group)) => Arc::clone(group),
+        Some(PolicyState::Failed(failed)) => {
+            bail!("the policy group failed to load: {}", failed.reason)
+        }
+        _ => bail!("the policy group was not loaded"),
+    };
+    let request = inputs::request(&args.request, args.raw)?;
+    let uid = request
+        .json()
+        .get("uid")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let response = tokio::task::spawn_blocking(move || {
+        let response = evaluate_group(&group, &uid, request);
+        post_process(response, &group.behaviour())
+    })
+    .await?;
     println!("{}", serde_json::to_string_pretty(&response)?);
     Ok(())
 }
