@@ -239,6 +239,8 @@ gatekeeper_src="$(mktemp -d)"
 trap 'rm -rf "$gatekeeper_src"' EXIT
 template_rego "$rego_dir/pod-privileged-gatekeeper/template.yaml" >"$gatekeeper_src/template.rego"
 build_rego pod-privileged-gatekeeper k8spspprivileged/violation "$gatekeeper_src/template.rego" --v0-compatible
+template_rego "$rego_dir/unique-ingress-host-gatekeeper/template.yaml" >"$gatekeeper_src/unique.rego"
+build_rego unique-ingress-host-gatekeeper k8suniqueingresshost/violation "$gatekeeper_src/unique.rego" --v0-compatible
 build_rego adversarial-rego-loop adversarial/loop/violation "$rego_dir/adversarial-rego/loop.rego"
 build_rego adversarial-rego-huge-output adversarial/huge/violation "$rego_dir/adversarial-rego/huge-output.rego"
 build_rego adversarial-rego-unsupported-builtin adversarial/unsupported/violation \

@@ -20,6 +20,76 @@ use serde_json::{Value, json};
 
 const INGRESS_GRANTS: &str = "contextAwareResources:\n  - apiVersion: networking.k8s.io/v1\n    kind: Ingress\nhostCapabilities: [\"kubernetes/list_resources_all\"]\n";
 
+/// Rego policies get the declared resources as `data.inventory`
+/// (Gatekeeper) from the same watch caches: the Gatekeeper library's unique
+/// Ingress host, unchanged, against the real API server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gatekeeper_policies_read_the_inventory_from_the_watch_cache() {
+    let cp = ControlPlane::shared();
+    let ns = TestNamespace::new("gk-inventory");
+    let taken = format!("shop.{}.example.com", ns.name());
+    apply(cp, &ingress(ns.name(), "shop", &[&taken]));
+    let yaml = policies_yaml(&[
+        (
+            "unique-gk",
+            policy(
+                "unique-ingress-host-gatekeeper",
+                "executionMode: gatekeeper\ncontextAwareResources:\n  - apiVersion: networking.k8s.io/v1\n    kind: Ingress\n",
+            ),
+        ),
+        // The same module without contextAwareResources sees no inventory.
+        (
+            "unique-gk-blind",
+            policy(
+                "unique-ingress-host-gatekeeper",
+                "executionMode: gatekeeper\n",
+            ),
+        ),
+    ]);
+    let server = TestServer::start(&yaml, kube_options(cp)).await;
+
+    let conflict = format!("ingress host conflicts with an existing ingress <{taken}>");
+    let response = server
+        .validate(
+            "unique-gk",
+            &ingress_review("elsewhere", "web", &[&taken], "CREATE"),
+        )
+        .await;
+    assert_eq!(response["allowed"], false, "{response}");
+    assert_eq!(response["status"]["message"], conflict, "{response}");
+    let response = server
+        .validate(
+            "unique-gk",
+            &ingress_review(ns.name(), "shop", &[&taken], "UPDATE"),
+        )
+        .await;
+    assert_eq!(response["allowed"], true, "its own host: {response}");
+    let response = server
+        .validate(
+            "unique-gk-blind",
+            &ingress_review("elsewhere", "web", &[&taken], "CREATE"),
+        )
+        .await;
+    assert_eq!(
+        response["allowed"], true,
+        "no declared resources: {response}"
+    );
+
+    // The inventory follows the cluster.
+    let free = format!("free.{}.example.com", ns.name());
+    let review = ingress_review("elsewhere", "web", &[&free], "CREATE");
+    let response = server.validate("unique-gk", &review).await;
+    assert_eq!(response["allowed"], true, "{response}");
+    apply(cp, &ingress(ns.name(), "blog", &[&free]));
+    eventually(
+        "the new Ingress in the inventory",
+        Duration::from_secs(20),
+        || async { server.validate("unique-gk", &review).await["allowed"] == false },
+    )
+    .await;
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unique_ingress_host_is_served_from_the_watch_cache_in_both_abis() {
     let cp = ControlPlane::shared();

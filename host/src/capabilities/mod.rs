@@ -34,7 +34,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use portcullis_adapters::{CallContext, CapabilityError, HostCapabilities};
+use portcullis_adapters::{CallContext, CapabilityError, ContextResourceList, HostCapabilities};
 
 pub use self::bridge::Bridge;
 pub use self::grants::{CapabilityGrants, GrantError};
@@ -85,6 +85,18 @@ pub trait CapabilityBackend: Send + Sync {
         ctx: &CallContext<'_>,
         request: &CallbackRequestType,
     ) -> Result<Vec<u8>, CapabilityError>;
+
+    /// The objects of `resources` that `scope` may see, for Rego policies'
+    /// context data. None by default: a recorded session holds exchanges,
+    /// not inventories.
+    fn context_resources(
+        &self,
+        _ctx: &CallContext<'_>,
+        _resources: &BTreeSet<ResourceType>,
+        _scope: &PolicyScope,
+    ) -> Result<Vec<ContextResourceList>, CapabilityError> {
+        Ok(Vec::new())
+    }
 }
 
 /// What [`HostServices`] connects to.
@@ -184,6 +196,21 @@ impl CapabilityBackend for HostServices {
             | R::SigstoreCertificateVerify { .. } => self.oci.call(ctx, request),
         }
     }
+
+    fn context_resources(
+        &self,
+        ctx: &CallContext<'_>,
+        resources: &BTreeSet<ResourceType>,
+        scope: &PolicyScope,
+    ) -> Result<Vec<ContextResourceList>, CapabilityError> {
+        resources
+            .iter()
+            .map(|resource| {
+                self.kubernetes
+                    .context_resource(resource, scope, ctx.deadline)
+            })
+            .collect()
+    }
 }
 
 /// The host capabilities of one policy: what it was granted, what it may
@@ -277,6 +304,20 @@ impl HostCapabilities for PolicyCapabilities {
                 self.backend.call(ctx, &request)
             }
         }
+    }
+
+    /// The declared `contextAwareResources` (seen through the policy's
+    /// namespace scope), for Rego policies' `data.kubernetes` and
+    /// `data.inventory`.
+    fn context_resources(
+        &self,
+        ctx: &CallContext<'_>,
+    ) -> Result<Vec<ContextResourceList>, CapabilityError> {
+        if self.resources.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.backend
+            .context_resources(ctx, &self.resources, &self.scope)
     }
 }
 

@@ -145,6 +145,16 @@ impl CapabilityBackend for Recorder {
         }
         answer
     }
+
+    /// Not recorded: live, from the cluster (a replay has no inventory).
+    fn context_resources(
+        &self,
+        ctx: &CallContext<'_>,
+        resources: &std::collections::BTreeSet<super::ResourceType>,
+        scope: &super::PolicyScope,
+    ) -> Result<Vec<portcullis_adapters::ContextResourceList>, CapabilityError> {
+        self.inner.context_resources(ctx, resources, scope)
+    }
 }
 
 /// Answers from a recorded session, in order.

@@ -24,18 +24,22 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::authorization::v1 as authz;
 use kube::api::{DynamicObject, PostParams, TypeMeta};
-use portcullis_adapters::{CallContext, CapabilityError};
+use portcullis_adapters::{CallContext, CapabilityError, ContextResourceList};
 
 use self::mask::FieldMask;
 pub use self::watch::{ListQuery, ResourceType, ResourceWatch, WatchState};
 use self::watch::{Resolved, SnapshotCache};
 use super::bridge::Bridge;
 use super::request::{CallbackRequestType, CanIRequest};
+use super::scope::PolicyScope;
 
 /// How long a direct GET or a SubjectAccessReview answer is reused, as upstream.
 const ANSWER_TTL: Duration = Duration::from_secs(5);
 /// Most bytes of list answers kept (they are rebuilt after a change anyway).
 const SNAPSHOT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+/// Most bytes (of JSON text) of the parsed lists served to Rego policies'
+/// inventories; the parsed values take a few times more.
+const OBJECTS_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 /// Most bytes of direct GET answers kept.
 const GET_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 /// Most bytes of SubjectAccessReview answers kept.
@@ -68,6 +72,7 @@ pub struct KubeContext {
     watches: Mutex<HashMap<ResourceType, Weak<ResourceWatch>>>,
     resolved: Mutex<HashMap<ResourceType, Resolved>>,
     snapshots: SnapshotCache,
+    objects: watch::ObjectsCache,
     gets: moka::sync::Cache<GetKey, Arc<[u8]>>,
     can_i: moka::sync::Cache<CanIRequest, Arc<[u8]>>,
 }
@@ -110,6 +115,7 @@ impl KubeContext {
             watches: Mutex::default(),
             resolved: Mutex::default(),
             snapshots: watch::snapshot_cache(SNAPSHOT_CACHE_BYTES),
+            objects: watch::objects_cache(OBJECTS_CACHE_BYTES),
             gets: moka::sync::Cache::builder()
                 .max_capacity(GET_CACHE_BYTES)
                 .time_to_live(ANSWER_TTL)
@@ -172,6 +178,30 @@ impl KubeContext {
         let watch = self.live_watch(resource)?;
         let resolved = watch.wait_synced(deadline)?;
         watch.list(&resolved, query, &self.snapshots)
+    }
+
+    /// Every object of `resource` that `scope` may see, from its watch cache,
+    /// for the Rego adapter's `data.kubernetes` / `data.inventory`.
+    pub fn context_resource(
+        &self,
+        resource: &ResourceType,
+        scope: &PolicyScope,
+        deadline: Instant,
+    ) -> Result<ContextResourceList, CapabilityError> {
+        let watch = self.live_watch(resource)?;
+        let resolved = watch.wait_synced(deadline)?;
+        let namespace = match scope {
+            PolicyScope::ClusterWide => None,
+            PolicyScope::Namespace(own) => Some(own.as_str()),
+        };
+        let (revision, objects) = watch.objects(&resolved, namespace, &self.objects)?;
+        Ok(ContextResourceList {
+            api_version: resource.api_version.clone(),
+            kind: resource.kind.clone(),
+            plural: resolved.api.plural.clone(),
+            objects,
+            revision,
+        })
     }
 
     /// Serves one `kubernetes/*` request.

@@ -144,6 +144,34 @@ pub(super) fn snapshot_cache(max_bytes: u64) -> SnapshotCache {
         .build()
 }
 
+/// The parsed objects of one watch (or of one namespace of it) at some
+/// generation of its store, for consumers of whole lists (the Rego adapter's
+/// `data.kubernetes` / `data.inventory`).
+pub(super) struct ObjectsSnapshot {
+    generation: u64,
+    /// JSON bytes of the objects, the cache's weight.
+    bytes: u64,
+    /// Unique among every snapshot ever built: consumers cache what they
+    /// derive from a list by it.
+    revision: u64,
+    pub(super) objects: Arc<Vec<serde_json::Value>>,
+}
+
+/// The objects cache shared by every watch: `(watch id, namespace)` → objects.
+pub(super) type ObjectsCache = moka::sync::Cache<(u64, Option<String>), Arc<ObjectsSnapshot>>;
+
+/// Builds an objects cache that holds at most `max_bytes` (of JSON text).
+pub(super) fn objects_cache(max_bytes: u64) -> ObjectsCache {
+    moka::sync::Cache::builder()
+        .max_capacity(max_bytes)
+        .weigher(|_, snapshot: &Arc<ObjectsSnapshot>| {
+            u32::try_from(snapshot.bytes).unwrap_or(u32::MAX)
+        })
+        .build()
+}
+
+static NEXT_REVISION: AtomicU64 = AtomicU64::new(1);
+
 /// The watch-backed cache of one resource type. Dropping the last handle
 /// stops the watch: caches live exactly as long as a loaded policy needs them.
 pub struct ResourceWatch {
@@ -293,6 +321,48 @@ impl ResourceWatch {
             }),
         );
         Ok(bytes)
+    }
+
+    /// Every object, or those `namespace` may see (its namespaced objects
+    /// and its own Namespace), parsed once per change of the store; with
+    /// the snapshot's revision.
+    pub(super) fn objects(
+        &self,
+        resolved: &Resolved,
+        namespace: Option<&str>,
+        cache: &ObjectsCache,
+    ) -> Result<(u64, Arc<Vec<serde_json::Value>>), CapabilityError> {
+        let key = (self.shared.id, namespace.map(str::to_owned));
+        let store = read(&self.shared.store);
+        if let Some(snapshot) = cache.get(&key)
+            && snapshot.generation == store.generation
+        {
+            return Ok((snapshot.revision, Arc::clone(&snapshot.objects)));
+        }
+        let visible = |(object_ns, name): &ObjectKey| match namespace {
+            None => true,
+            Some(own) if resolved.namespaced => object_ns == own,
+            Some(own) => self.shared.resource.kind == "Namespace" && name == own,
+        };
+        let mut bytes = 0u64;
+        let objects = store
+            .objects
+            .iter()
+            .filter(|(key, _)| visible(key))
+            .map(|(_, object)| {
+                bytes += object.json.len() as u64;
+                serde_json::from_slice(&object.json)
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| CapabilityError::Failed(format!("a cached object is not JSON: {e}")))?;
+        let snapshot = Arc::new(ObjectsSnapshot {
+            generation: store.generation,
+            bytes,
+            revision: NEXT_REVISION.fetch_add(1, Ordering::Relaxed),
+            objects: Arc::new(objects),
+        });
+        cache.insert(key, Arc::clone(&snapshot));
+        Ok((snapshot.revision, Arc::clone(&snapshot.objects)))
     }
 
     /// One object's JSON, trimmed to `mask`; none when absent.
