@@ -1,5 +1,6 @@
-//! The policies an audit runs: every ClusterAdmissionPolicy and
-//! AdmissionPolicy with `backgroundAudit: true` whose status is `active`
+//! The policies an audit runs: every ClusterAdmissionPolicy,
+//! AdmissionPolicy, ClusterAdmissionPolicyGroup and AdmissionPolicyGroup with
+//! `backgroundAudit: true` whose status is `active`
 //! (its webhook is registered, so its policy-server serves it), each with
 //! what the scanner needs to send it exactly the objects admission would.
 
@@ -10,8 +11,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
 use portcullis_api::{
-    AdmissionPolicy, ClusterAdmissionPolicy, PolicyKind, PolicyMode, PolicyResource,
-    PolicyStatusEnum, RuleWithOperations,
+    AdmissionPolicy, AdmissionPolicyGroup, ClusterAdmissionPolicy, ClusterAdmissionPolicyGroup,
+    PolicyKind, PolicyMode, PolicyResource, PolicyStatusEnum, RuleWithOperations,
 };
 
 use crate::conditions::MatchConditions;
@@ -156,23 +157,47 @@ pub struct PolicySelection {
 /// `namespace` restricts the namespaced kinds to one namespace.
 pub async fn load(client: &Client, namespace: Option<&str>) -> kube::Result<PolicySelection> {
     let mut selection = PolicySelection::default();
-    let caps: Api<ClusterAdmissionPolicy> = Api::all(client.clone());
-    for policy in caps.list(&ListParams::default()).await? {
-        selection.add(&policy);
-    }
-    let aps: Api<AdmissionPolicy> = match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
-    for policy in aps.list(&ListParams::default()).await? {
-        selection.add(&policy);
-    }
+    selection
+        .add_all::<ClusterAdmissionPolicy>(Api::all(client.clone()))
+        .await?;
+    selection
+        .add_all::<ClusterAdmissionPolicyGroup>(Api::all(client.clone()))
+        .await?;
+    selection
+        .add_all(namespaced::<AdmissionPolicy>(client, namespace))
+        .await?;
+    selection
+        .add_all(namespaced::<AdmissionPolicyGroup>(client, namespace))
+        .await?;
     selection.audited.sort_by(|a, b| a.id.cmp(&b.id));
     selection.skipped.sort();
     Ok(selection)
 }
 
+/// The objects of a namespaced kind in `namespace`, or in all namespaces.
+fn namespaced<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
 impl PolicySelection {
+    /// Lists every object of one kind and adds each.
+    async fn add_all<P>(&mut self, api: Api<P>) -> kube::Result<()>
+    where
+        P: PolicyResource + kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+    {
+        for policy in api.list(&ListParams::default()).await? {
+            self.add(&policy);
+        }
+        Ok(())
+    }
+
     /// Adds `policy` to the audited or the skipped ones.
     pub fn add<P: PolicyResource>(&mut self, policy: &P) {
         match audit_policy(policy) {

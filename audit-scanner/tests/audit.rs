@@ -10,7 +10,7 @@ mod common;
 use std::io::{BufRead as _, Read as _, Write as _};
 use std::time::Duration;
 
-use common::{World, ap, cap, results};
+use common::{World, ap, cap, capg, results};
 use serde_json::{Value, json};
 
 const REPORT: &str = "reports.openreports.io";
@@ -200,6 +200,44 @@ fn reports_gc_steady_state_and_pruning() {
     );
     assert!(world.report(CLUSTER_REPORT, None, &ns_uid).is_none());
     assert_eq!(third.count("reports_deleted"), 1);
+}
+
+/// Policy groups are audited like policies, at `/audit/<group id>`, with the
+/// group's verdict and message.
+#[test]
+fn groups_are_audited_with_their_verdict() {
+    let label = format!("grp-{}", common::unique());
+    let group = capg(
+        &format!("grp-{label}"),
+        &label,
+        "not_privileged() && true",
+        "the group denied the Pod",
+        vec![("not_privileged", "pod-privileged-wapc")],
+    );
+    let group_id = group.id();
+    assert!(group_id.starts_with("group-clusterwide-"), "{group_id}");
+    let world = World::new(&label, vec![group]);
+    let ns = world.namespace("audit-grp", true);
+    let bad = world.pod(ns.name(), "bad", true, json!({"app": "web"}));
+    let good = world.pod(ns.name(), "good", false, json!({"app": "web"}));
+
+    let scan = world.scan(&[]);
+    scan.assert_complete();
+    assert_eq!(
+        world.results(REPORT, Some(ns.name()), &bad),
+        vec![pair(&group_id, "fail")]
+    );
+    assert_eq!(
+        world.results(REPORT, Some(ns.name()), &good),
+        vec![pair(&group_id, "pass")]
+    );
+    let report = world.report(REPORT, Some(ns.name()), &bad).unwrap();
+    let message = report["results"][0]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("the group denied the Pod"), "{report}");
+    assert_eq!(
+        report["results"][0]["properties"]["policy-kind"], "ClusterAdmissionPolicyGroup",
+        "{report}"
+    );
 }
 
 /// `backgroundAudit: false` and inactive policies are skipped; namespace

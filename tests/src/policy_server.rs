@@ -106,6 +106,9 @@ pub struct Policy {
     monitor: bool,
     allowed_to_mutate: bool,
     execution_mode: Option<String>,
+    /// A policy group instead of a module: its expression, message and
+    /// members (name, sample module).
+    group: Option<(String, String, Vec<(String, String)>)>,
 }
 
 impl Policy {
@@ -119,6 +122,23 @@ impl Policy {
             monitor: false,
             allowed_to_mutate: false,
             execution_mode: None,
+            group: None,
+        }
+    }
+
+    /// Policy group `id`: `expression` over `members` (name, sample module,
+    /// empty settings each), denying with `message`.
+    pub fn group(id: &str, expression: &str, message: &str, members: &[(&str, &str)]) -> Policy {
+        Policy {
+            group: Some((
+                expression.to_string(),
+                message.to_string(),
+                members
+                    .iter()
+                    .map(|(name, module)| (name.to_string(), module.to_string()))
+                    .collect(),
+            )),
+            ..Policy::new(id, "")
         }
     }
 
@@ -154,11 +174,28 @@ impl Policy {
     /// The policies-file entry; `modules` is where the server sees
     /// [`policies_dir`] (`None`: at its own path).
     fn to_json(&self, modules: Option<&Path>) -> Result<Value> {
-        let module = module_uri(&self.module)?;
-        let module = match modules {
-            Some(root) => format!("file://{}/{}.wasm", root.display(), self.module),
-            None => module,
+        let uri = |name: &str| -> Result<String> {
+            Ok(match modules {
+                Some(root) => format!("file://{}/{name}.wasm", root.display()),
+                None => module_uri(name)?,
+            })
         };
+        if let Some((expression, message, members)) = &self.group {
+            let mut policies = serde_json::Map::new();
+            for (name, module) in members {
+                policies.insert(
+                    name.clone(),
+                    json!({"module": uri(module)?, "settings": {}}),
+                );
+            }
+            return Ok(json!({
+                "expression": expression,
+                "message": message,
+                "policyMode": if self.monitor { "monitor" } else { "protect" },
+                "policies": policies,
+            }));
+        }
+        let module = uri(&self.module)?;
         let mut entry = json!({
             "module": module,
             "settings": self.settings,

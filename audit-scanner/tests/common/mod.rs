@@ -73,16 +73,73 @@ pub struct TestPolicy {
     pub settings: Value,
     /// `status.policyStatus` to set (`None`: no status).
     pub status: Option<&'static str>,
+    /// For a group: its expression and members (name, sample module).
+    pub group: Option<(&'static str, Vec<(&'static str, &'static str)>)>,
 }
 
 impl TestPolicy {
     /// The policy id (what the policy-server serves it as).
     pub fn id(&self) -> String {
         let name = self.manifest["metadata"]["name"].as_str().unwrap();
+        let prefix = if self.group.is_some() { "group-" } else { "" };
         match self.manifest["metadata"]["namespace"].as_str() {
-            Some(ns) => format!("namespaced-{ns}.{name}"),
-            None => format!("clusterwide-{name}"),
+            Some(ns) => format!("{prefix}namespaced-{ns}.{name}"),
+            None => format!("{prefix}clusterwide-{name}"),
         }
+    }
+
+    /// What its policy-server serves.
+    fn served(&self) -> Policy {
+        match &self.group {
+            Some((expression, members)) => Policy::group(
+                &self.id(),
+                expression,
+                self.manifest["spec"]["message"]
+                    .as_str()
+                    .unwrap_or_default(),
+                members,
+            ),
+            None => Policy::new(&self.id(), self.module).settings(self.settings.clone()),
+        }
+    }
+}
+
+/// A ClusterAdmissionPolicyGroup named `name` for Pods in namespaces
+/// labelled `audit-test=<label>`: `expression` over `members` (name, sample
+/// module), denying with `message`.
+pub fn capg(
+    name: &str,
+    label: &str,
+    expression: &'static str,
+    message: &str,
+    members: Vec<(&'static str, &'static str)>,
+) -> TestPolicy {
+    let policies: serde_json::Map<String, Value> = members
+        .iter()
+        .map(|(member, _)| {
+            (
+                member.to_string(),
+                json!({"module": "registry://example.test/unused:v1"}),
+            )
+        })
+        .collect();
+    TestPolicy {
+        manifest: json!({
+            "apiVersion": "policies.portcullis.dev/v1",
+            "kind": "ClusterAdmissionPolicyGroup",
+            "metadata": {"name": name},
+            "spec": {
+                "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"], "operations": ["CREATE", "UPDATE"]}],
+                "namespaceSelector": {"matchLabels": {"audit-test": label}},
+                "expression": expression,
+                "message": message,
+                "policies": policies,
+            }
+        }),
+        module: "",
+        settings: json!({}),
+        status: Some("active"),
+        group: Some((expression, members)),
     }
 }
 
@@ -110,6 +167,7 @@ pub fn cap(
         module,
         settings: json!({}),
         status: Some("active"),
+        group: None,
     }
 }
 
@@ -129,6 +187,7 @@ pub fn ap(name: &str, namespace: &str, module: &'static str) -> TestPolicy {
         module,
         settings: json!({}),
         status: Some("active"),
+        group: None,
     }
 }
 
@@ -179,10 +238,7 @@ impl World {
             "policy-server-{policy_server_name}.{}.svc",
             controller_ns.name()
         );
-        let served: Vec<Policy> = policies
-            .iter()
-            .map(|p| Policy::new(&p.id(), p.module).settings(p.settings.clone()))
-            .collect();
+        let served: Vec<Policy> = policies.iter().map(TestPolicy::served).collect();
         let server = PolicyServer::start(&served, &[host]).expect("policy-server");
         let dir = tempfile::tempdir().expect("tempdir");
         let ca_file = dir.path().join("ca.crt");
