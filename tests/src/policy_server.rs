@@ -106,9 +106,16 @@ pub struct Policy {
     monitor: bool,
     allowed_to_mutate: bool,
     execution_mode: Option<String>,
-    /// A policy group instead of a module: its expression, message and
-    /// members (name, sample module).
-    group: Option<(String, String, Vec<(String, String)>)>,
+    /// A policy group instead of a module.
+    group: Option<GroupSpec>,
+}
+
+/// A policy group's expression, message and members (name, sample module).
+#[derive(Debug, Clone)]
+struct GroupSpec {
+    expression: String,
+    message: String,
+    members: Vec<(String, String)>,
 }
 
 impl Policy {
@@ -130,14 +137,14 @@ impl Policy {
     /// empty settings each), denying with `message`.
     pub fn group(id: &str, expression: &str, message: &str, members: &[(&str, &str)]) -> Policy {
         Policy {
-            group: Some((
-                expression.to_string(),
-                message.to_string(),
-                members
+            group: Some(GroupSpec {
+                expression: expression.to_string(),
+                message: message.to_string(),
+                members: members
                     .iter()
                     .map(|(name, module)| (name.to_string(), module.to_string()))
                     .collect(),
-            )),
+            }),
             ..Policy::new(id, "")
         }
     }
@@ -180,7 +187,12 @@ impl Policy {
                 None => module_uri(name)?,
             })
         };
-        if let Some((expression, message, members)) = &self.group {
+        if let Some(GroupSpec {
+            expression,
+            message,
+            members,
+        }) = &self.group
+        {
             let mut policies = serde_json::Map::new();
             for (name, module) in members {
                 policies.insert(

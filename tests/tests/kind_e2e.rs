@@ -596,6 +596,74 @@ fn cluster_policy_denies_privileged_pods() {
     assert_pod_admitted(&k, &unprivileged_pod("unprivileged", ns.name()));
 }
 
+/// The audit scanner's CronJob, as the chart (or the kustomize base)
+/// installs it: a Job started from it reports the Pods that existed before
+/// a policy, failing the privileged one and passing the other.
+#[test]
+#[ignore = "needs Docker and a kind cluster: just kind-up kind-load kind-install kind-e2e"]
+fn audit_scanner_job_reports_existing_pods() {
+    let (k, ns) = setup("audit");
+    // Created before the policy exists, so admission lets both in.
+    k.apply(&privileged_pod("privileged", ns.name()));
+    k.apply(&unprivileged_pod("unprivileged", ns.name()));
+    let policy =
+        PolicySpec::privileged(POLICY_SERVER, &format!("audit-{}", ns.name()), ns.name()).apply(&k);
+    policy.wait_active("protect");
+
+    let namespace = controller_namespace();
+    let cronjob = k
+        .ok(&["get", "cronjobs", "-n", &namespace, "-o", "name"])
+        .lines()
+        .map(str::trim)
+        .find(|name| name.ends_with("audit-scanner"))
+        .map(str::to_string)
+        .expect("the audit scanner's CronJob");
+    let job = format!("audit-{}", ns.name());
+    k.ok(&["create", "job", &job, "--from", &cronjob, "-n", &namespace]);
+    let done = k.run(&[
+        "wait",
+        "--for=condition=complete",
+        &format!("job/{job}"),
+        "-n",
+        &namespace,
+        "--timeout=300s",
+    ]);
+    let logs = k.run(&["logs", &format!("job/{job}"), "-n", &namespace]);
+    assert!(
+        done.status.success(),
+        "the audit Job did not complete: {}{}",
+        String::from_utf8_lossy(&done.stderr),
+        String::from_utf8_lossy(&logs.stdout)
+    );
+
+    let id = policy.id();
+    let result_of = |pod: &str| -> Option<String> {
+        let reports: Value = serde_json::from_str(&k.ok(&[
+            "get",
+            "reports.openreports.io",
+            "-n",
+            ns.name(),
+            "-o",
+            "json",
+        ]))
+        .ok()?;
+        reports["items"].as_array()?.iter().find_map(|report| {
+            (report["scope"]["name"] == pod).then(|| {
+                report["results"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|r| r["policy"] == id.as_str())
+                    .and_then(|r| r["result"].as_str())
+                    .map(str::to_string)
+            })?
+        })
+    };
+    assert_eq!(result_of("privileged").as_deref(), Some("fail"));
+    assert_eq!(result_of("unprivileged").as_deref(), Some("pass"));
+    let _ = k.run(&["delete", "job", &job, "-n", &namespace, "--wait=false"]);
+}
+
 #[test]
 #[ignore = "needs Docker and a kind cluster: just kind-up kind-load kind-install kind-e2e"]
 fn mutating_cluster_policy_adds_default_labels() {
