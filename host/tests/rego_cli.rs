@@ -157,3 +157,67 @@ fn inspect_lists_the_builtins_and_flags_the_unsupported_ones() {
     assert_eq!(report["executionMode"], "kubewarden-wapc");
     assert!(report.get("opa").is_none());
 }
+
+/// An OPA module annotated with Kubewarden metadata (`executionMode: opa`)
+/// runs without `-e`, and `scaffold manifest` makes its policy manifest.
+#[test]
+fn an_annotated_rego_module_runs_and_scaffolds_without_a_mode_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let metadata = dir.path().join("metadata.yml");
+    std::fs::write(
+        &metadata,
+        "rules:\n  - {apiGroups: [\"\"], apiVersions: [v1], resources: [pods], operations: [CREATE]}\n\
+         mutating: false\nexecutionMode: opa\n\
+         annotations:\n  io.kubewarden.policy.title: pod-privileged-opa\n",
+    )
+    .unwrap();
+    let annotated = dir.path().join("annotated.wasm");
+    let output = portcullis(&[
+        "annotate",
+        &module("pod-privileged-opa"),
+        "--metadata-path",
+        metadata.to_str().unwrap(),
+        "--output-path",
+        annotated.to_str().unwrap(),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let annotated = annotated.to_str().unwrap();
+
+    let denied = json(&portcullis(&[
+        "run",
+        "-r",
+        &fixture("pod-privileged.json"),
+        annotated,
+    ]));
+    assert_eq!(denied["allowed"], false, "{denied}");
+    assert_eq!(
+        denied["status"]["message"],
+        "Privileged container is not allowed: sidecar"
+    );
+
+    let output = portcullis(&[
+        "scaffold",
+        "manifest",
+        "--type",
+        "ClusterAdmissionPolicy",
+        annotated,
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let manifest: Value = serde_yaml::from_slice(&output.stdout).unwrap();
+    assert_eq!(manifest["kind"], "ClusterAdmissionPolicy");
+    assert_eq!(manifest["metadata"]["name"], "pod-privileged-opa");
+    assert_eq!(manifest["spec"]["rules"][0]["resources"][0], "pods");
+    assert_eq!(
+        manifest["spec"]["module"],
+        format!("file://{annotated}"),
+        "{manifest}"
+    );
+}
