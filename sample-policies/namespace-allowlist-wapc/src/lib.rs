@@ -48,7 +48,11 @@ pub extern "C" fn wapc_init() {
 
 /// The rejection message for a request in `namespace`, or `None` to admit it.
 pub fn namespace_message(namespace: &str, settings: &Settings) -> Option<String> {
-    if settings.namespaces.iter().any(|allowed| allowed == namespace) {
+    if settings
+        .namespaces
+        .iter()
+        .any(|allowed| allowed == namespace)
+    {
         return None;
     }
     let place = if namespace.is_empty() {
