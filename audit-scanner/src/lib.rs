@@ -20,6 +20,7 @@ pub mod client;
 pub mod conditions;
 mod object;
 pub mod policies;
+pub mod progress;
 pub mod report;
 pub mod resources;
 pub mod review;

@@ -25,6 +25,7 @@ use tokio::sync::Semaphore;
 use crate::Config;
 use crate::client::PolicyServerClient;
 use crate::policies::{self, AuditPolicy};
+use crate::progress::{ListCount, Snapshot};
 use crate::report::store::{ReportStore, StoredReports};
 use crate::resources::{self, PlannedResource};
 use crate::stats::{Stats, Verb};
@@ -161,7 +162,7 @@ pub async fn run(client: Client, config: Config) -> anyhow::Result<RunOutcome> {
         config,
     });
 
-    let progress = tokio::spawn(progress_logs(
+    let progress = tokio::spawn(crate::progress::every(
         Arc::clone(&stats),
         scanner.config.progress_interval,
         started,
@@ -175,6 +176,7 @@ pub async fn run(client: Client, config: Config) -> anyhow::Result<RunOutcome> {
         .collect::<Vec<()>>()
         .await;
     progress.abort();
+    Snapshot::of(&stats, started.elapsed()).log(true);
 
     let complete = !scanner.incomplete.load(Ordering::Relaxed);
     if let Some(store) = &scanner.store {
@@ -241,6 +243,7 @@ impl Scanner {
             Unit::Cluster => None,
             Unit::Namespace { name, .. } => Some(name.as_str()),
         };
+        self.stats.units_started.fetch_add(1, Ordering::Relaxed);
         let state = UnitState::default();
         if let Some(store) = &self.store {
             match store.list(namespace).await {
@@ -347,24 +350,36 @@ impl Scanner {
             None => Api::all_with(self.client.clone(), &planned.api_resource),
         };
         let mut params = ListParams::default().limit(self.config.page_size);
-        loop {
+        let mut count = ListCount::default();
+        let result = loop {
             self.stats.api_request(Verb::List);
-            let page = api.list(&params).await?;
+            let page = match api.list(&params).await {
+                Ok(page) => page,
+                Err(e) => break Err(e),
+            };
             let next = page.metadata.continue_.clone().filter(|c| !c.is_empty());
+            count.page(
+                &self.stats,
+                page.items.len() as u64,
+                next.as_ref().and(page.metadata.remaining_item_count),
+            );
             stream::iter(page.items)
                 .map(|object| async move {
                     // Bounds the objects in flight across the whole run.
                     let _permit = self.objects_in_flight.acquire().await;
                     self.audit_object(object, planned, candidates, state).await;
+                    self.stats.objects_done.fetch_add(1, Ordering::Relaxed);
                 })
                 .buffer_unordered(self.config.parallel_resources.max(1))
                 .collect::<Vec<()>>()
                 .await;
             match next {
                 Some(token) => params = params.continue_token(&token),
-                None => return Ok(()),
+                None => break Ok(()),
             }
-        }
+        };
+        count.end(&self.stats);
+        result
     }
 }
 
@@ -391,35 +406,4 @@ async fn delete_stale(store: &ReportStore, stale: Vec<(Option<String>, String)>,
         .buffer_unordered(16)
         .collect::<Vec<()>>()
         .await;
-}
-
-/// Logs progress every `interval`: units (namespaces) done of total,
-/// objects audited, rate and estimated time left.
-async fn progress_logs(stats: Arc<Stats>, interval: Duration, started: Instant) {
-    let mut ticker = tokio::time::interval(interval.max(Duration::from_millis(100)));
-    ticker.tick().await;
-    loop {
-        ticker.tick().await;
-        let elapsed = started.elapsed().as_secs_f64();
-        let done = stats.units_done.load(Ordering::Relaxed);
-        let total = stats.units_total.load(Ordering::Relaxed);
-        let objects = stats.objects.load(Ordering::Relaxed);
-        let rate = if elapsed > 0.0 {
-            objects as f64 / elapsed
-        } else {
-            0.0
-        };
-        let eta = (done > 0 && total >= done)
-            .then(|| elapsed * (total - done) as f64 / done as f64)
-            .map(|s| format!("{s:.0}s"))
-            .unwrap_or_else(|| "unknown".to_string());
-        tracing::info!(
-            namespaces_done = done,
-            namespaces_total = total,
-            objects,
-            rate = format!("{rate:.0}/s"),
-            eta,
-            "audit progress"
-        );
-    }
 }

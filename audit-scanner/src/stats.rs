@@ -60,6 +60,13 @@ pub struct Stats {
     /// Resource types (per namespace) that could not be listed.
     pub list_errors: AtomicU64,
     api: [AtomicU64; 4],
+    /// Listed objects handled (audited, or no policy applies): the
+    /// progress logs' "done".
+    pub objects_done: AtomicU64,
+    /// Objects counted in the LISTs read so far: the progress logs' total.
+    pub objects_listed: AtomicU64,
+    /// Namespaces (and the cluster-scoped part) started.
+    pub units_started: AtomicU64,
     /// Namespaces (and the cluster-scoped part) finished.
     pub units_done: AtomicU64,
     /// Namespaces (and the cluster-scoped part) to audit.

@@ -384,6 +384,15 @@ fn output_scan_legacy_format_and_pushed_metrics() {
     assert_eq!(lines[0]["results"][0]["policy"], json!(id));
     assert_eq!(lines[0]["results"][0]["result"], "fail");
     assert!(world.report(REPORT, Some(ns.name()), &bad).is_none());
+    // The progress log at the end counts the one Pod listed, of a final total.
+    let progress = dry.last_progress();
+    assert_eq!(progress["objects_done"], 1, "{progress}");
+    assert_eq!(progress["objects_total"], 1, "{progress}");
+    assert_eq!(progress["total_final"], true, "{progress}");
+    assert_eq!(progress["namespaces_done"], 1, "{progress}");
+    assert_eq!(progress["eta_seconds"], 0, "{progress}");
+    let line = progress["progress"].as_str().unwrap_or_default();
+    assert!(line.starts_with("1 of 1 objects, "), "{line}");
 
     // A Pushgateway stand-in: records one request.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -441,8 +450,14 @@ fn output_scan_legacy_format_and_pushed_metrics() {
     );
     assert!(body.contains("portcullis_audit_run_success 1\n"), "{body}");
 
-    // Back to OpenReports: the legacy report goes.
-    world.scan(&["--namespace", ns.name()]).assert_complete();
+    // Back to OpenReports: the legacy report goes. Two Pods, one per LIST
+    // page: the first page announces the second, and the count ends exact.
+    world.pod(ns.name(), "good", false, json!({}));
+    let back = world.scan(&["--namespace", ns.name(), "--page-size", "1"]);
+    back.assert_complete();
+    let progress = back.last_progress();
+    assert_eq!(progress["objects_done"], 2, "{progress}");
+    assert_eq!(progress["objects_total"], 2, "{progress}");
     assert!(world.report(REPORT, Some(ns.name()), &bad).is_some());
     assert!(
         world

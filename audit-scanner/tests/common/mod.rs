@@ -465,6 +465,16 @@ impl Scan {
         self
     }
 
+    /// The fields of the `audit progress` log event at the end of the run.
+    pub fn last_progress(&self) -> Value {
+        self.stderr
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|e| e["fields"]["message"] == "audit progress" && e["fields"]["last"] == true)
+            .map(|e| e["fields"].clone())
+            .unwrap_or_else(|| panic!("no last progress line in:\n{}", self.stderr))
+    }
+
     /// A counter of the summary.
     pub fn count(&self, field: &str) -> u64 {
         self.summary[field]
