@@ -465,3 +465,103 @@ fn output_scan_legacy_format_and_pushed_metrics() {
             .is_none()
     );
 }
+
+/// A CA and a client certificate it signs, written to `dir` as
+/// `<name>-ca.crt`, `<name>.crt` and `<name>.key`.
+fn client_pki(dir: &std::path::Path, name: &str) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    };
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, format!("{name} client CA"));
+    let ca = ca_params.self_signed(&ca_key).expect("CA");
+    let key = KeyPair::generate().expect("client key");
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("client params");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "portcullis-audit-scanner");
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, &ca, &ca_key).expect("client cert");
+    std::fs::write(dir.join(format!("{name}-ca.crt")), ca.pem()).expect("write");
+    std::fs::write(dir.join(format!("{name}.crt")), cert.pem()).expect("write");
+    std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).expect("write");
+}
+
+/// Mutual TLS: against a policy-server that requires client certificates,
+/// a scan without one, or with one from another CA, records `error`
+/// results; with `--client-cert`/`--client-key` it gets the verdicts.
+#[test]
+fn mutual_tls_with_the_policy_servers() {
+    let label = format!("mtls-{}", common::unique());
+    let policy = cap(
+        &format!("priv-{label}"),
+        &label,
+        &[""],
+        &["pods"],
+        "pod-privileged-wapc",
+    );
+    let id = policy.id();
+    let pki = tempfile::tempdir().expect("tempdir");
+    client_pki(pki.path(), "trusted");
+    client_pki(pki.path(), "rogue");
+    let client_ca = format!(
+        "--client-ca-file={}",
+        pki.path().join("trusted-ca.crt").display()
+    );
+    let world = World::with_server_args(&label, vec![policy], &[&client_ca]);
+    let ns = world.namespace("audit-mtls", true);
+    let bad = world.pod(ns.name(), "bad", true, json!({}));
+    let good = world.pod(ns.name(), "good", false, json!({}));
+    let path = |f: &str| pki.path().join(f).display().to_string();
+
+    let without = world.scan(&["--namespace", ns.name()]);
+    assert_eq!(without.count("error"), 2, "{}", without.stderr);
+    assert_eq!(without.count("pass") + without.count("fail"), 0);
+    for uid in [&bad, &good] {
+        assert_eq!(
+            world.results(REPORT, Some(ns.name()), uid),
+            vec![pair(&id, "error")]
+        );
+    }
+    let report = world.report(REPORT, Some(ns.name()), &bad).expect("report");
+    let message = report["results"][0]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("CertificateRequired"), "{message}");
+
+    let (rogue_cert, rogue_key) = (path("rogue.crt"), path("rogue.key"));
+    let rogue = world.scan(&[
+        "--namespace",
+        ns.name(),
+        "--client-cert",
+        &rogue_cert,
+        "--client-key",
+        &rogue_key,
+    ]);
+    assert_eq!(rogue.count("error"), 2, "{}", rogue.stderr);
+    let report = world.report(REPORT, Some(ns.name()), &bad).expect("report");
+    let message = report["results"][0]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("UnknownCA"), "{message}");
+
+    let (cert, key) = (path("trusted.crt"), path("trusted.key"));
+    let with = world.scan(&[
+        "--namespace",
+        ns.name(),
+        "--client-cert",
+        &cert,
+        "--client-key",
+        &key,
+    ]);
+    with.assert_complete();
+    assert_eq!(with.count("error"), 0, "{}", with.stderr);
+    assert_eq!(
+        world.results(REPORT, Some(ns.name()), &bad),
+        vec![pair(&id, "fail")]
+    );
+    assert_eq!(
+        world.results(REPORT, Some(ns.name()), &good),
+        vec![pair(&id, "pass")]
+    );
+}

@@ -229,6 +229,12 @@ impl World {
     /// Starts a policy-server serving `policies`, then applies them (bound
     /// to it, with their status).
     pub fn new(label: &str, policies: Vec<TestPolicy>) -> World {
+        World::with_server_args(label, policies, &[])
+    }
+
+    /// Like [`World::new`], with extra flags for the policy-server (e.g.
+    /// `--client-ca-file=...`).
+    pub fn with_server_args(label: &str, policies: Vec<TestPolicy>, args: &[&str]) -> World {
         let lock = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let cp = control_plane();
         let k = cp.kubectl_client();
@@ -239,7 +245,7 @@ impl World {
             controller_ns.name()
         );
         let served: Vec<Policy> = policies.iter().map(TestPolicy::served).collect();
-        let server = PolicyServer::start(&served, &[host]).expect("policy-server");
+        let server = PolicyServer::start_with_args(&served, &[host], args).expect("policy-server");
         let dir = tempfile::tempdir().expect("tempdir");
         let ca_file = dir.path().join("ca.crt");
         std::fs::write(&ca_file, server.ca_pem()).expect("write ca.crt");
