@@ -565,3 +565,120 @@ fn mutual_tls_with_the_policy_servers() {
         vec![pair(&id, "pass")]
     );
 }
+
+/// A run killed half-way (SIGKILL) leaves the reports it did not reach as
+/// they were, has deleted no stale report, and the next complete run
+/// prunes it. The run is held half-way by a policy bound to a
+/// "policy-server" that accepts connections and never answers: every other
+/// namespace is finished and a new report written before the kill.
+#[test]
+fn a_run_killed_half_way_prunes_nothing() {
+    let label = format!("kill-{}", common::unique());
+    let privileged = cap(
+        &format!("priv-{label}"),
+        &label,
+        &[""],
+        &["pods"],
+        "pod-privileged-wapc",
+    );
+    let priv_id = privileged.id();
+    let mut world = World::new(&label, vec![privileged]);
+    let gone = world.namespace("audit-kill-gone", true);
+    let orphan = world.pod(gone.name(), "orphan", false, json!({}));
+    let ns = world.namespace("audit-kill", true);
+    let bad = world.pod(ns.name(), "bad", true, json!({}));
+    world.scan(&[]).assert_complete();
+    assert!(world.report(REPORT, Some(gone.name()), &orphan).is_some());
+
+    // The orphan's report is now stale: its namespace no longer matches.
+    world
+        .k
+        .ok(&["label", "namespace", gone.name(), "audit-test-"]);
+    let new = world.pod(ns.name(), "new", true, json!({}));
+    // A policy that never answers, for one Pod.
+    let stall_server = format!("stall-{label}");
+    let mut stall = cap(
+        &format!("stall-{label}"),
+        &label,
+        &[""],
+        &["pods"],
+        "pod-privileged-wapc",
+    );
+    stall.manifest["spec"]["policyServer"] = json!(stall_server);
+    stall.manifest["spec"]["timeoutSeconds"] = json!(30);
+    stall.manifest["spec"]["objectSelector"] = json!({"matchLabels": {"stall": "true"}});
+    world.apply_policy(stall);
+    world.pod(ns.name(), "slow", false, json!({"stall": "true"}));
+    // Never accepted: the kernel completes the TCP handshake, the TLS one
+    // waits.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let silent_address = format!("{stall_server}={}", silent.local_addr().expect("addr"));
+
+    let mut child = world
+        .scan_command(&["--policy-server-address", &silent_address])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn audit-scanner");
+    let stderr = child.stderr.take().expect("stderr");
+    let (events, received) = std::sync::mpsc::channel::<Value>();
+    let reader = std::thread::spawn(move || {
+        let mut log = String::new();
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            log.push_str(&line);
+            log.push('\n');
+            if let Ok(event) = serde_json::from_str::<Value>(&line) {
+                let _ = events.send(event);
+            }
+        }
+        log
+    });
+    // Half-way: every namespace but the held one done, the new report
+    // written.
+    let deadline = std::time::Instant::now() + Duration::from_secs(25);
+    let mut half_way = false;
+    while !half_way && std::time::Instant::now() < deadline {
+        let Ok(event) = received.recv_timeout(Duration::from_secs(1)) else {
+            continue;
+        };
+        let fields = &event["fields"];
+        assert_ne!(
+            fields["message"], "audit run finished",
+            "the run ended before the kill"
+        );
+        half_way = fields["message"] == "audit progress"
+            && fields["namespaces_done"].as_u64().map(|d| d + 1)
+                == fields["namespaces_total"].as_u64()
+            && world.report(REPORT, Some(ns.name()), &new).is_some();
+    }
+    child.kill().expect("kill");
+    let _ = child.wait();
+    let log = reader.join().expect("reader");
+    assert!(half_way, "the run did not get half-way:\n{log}");
+    drop(silent);
+
+    assert!(
+        world.report(REPORT, Some(gone.name()), &orphan).is_some(),
+        "a killed run deleted a stale report:\n{log}"
+    );
+    assert_eq!(
+        world.results(REPORT, Some(ns.name()), &new),
+        vec![pair(&priv_id, "fail")]
+    );
+    assert_eq!(
+        world.results(REPORT, Some(ns.name()), &bad),
+        vec![pair(&priv_id, "fail")]
+    );
+
+    // The next complete run prunes it.
+    world.delete_policy(&format!("stall-{label}"));
+    let complete = world.scan(&[]);
+    complete.assert_complete();
+    assert!(
+        complete.count("reports_deleted") >= 1,
+        "{}",
+        complete.stderr
+    );
+    assert!(world.report(REPORT, Some(gone.name()), &orphan).is_none());
+}

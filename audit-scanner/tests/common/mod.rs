@@ -268,8 +268,11 @@ impl World {
     }
 
     /// Applies a policy bound to the world's policy-server, and its status.
+    /// A policy that names its own `spec.policyServer` keeps it.
     pub fn apply_policy(&mut self, mut policy: TestPolicy) {
-        policy.manifest["spec"]["policyServer"] = json!(self.policy_server_name);
+        if policy.manifest["spec"]["policyServer"].is_null() {
+            policy.manifest["spec"]["policyServer"] = json!(self.policy_server_name);
+        }
         self.k.apply(&policy.manifest);
         let kind = policy.manifest["kind"]
             .as_str()
@@ -342,18 +345,23 @@ impl World {
     /// Runs the scanner with the world's CA and policy-server address, and
     /// `args`.
     pub fn scan(&self, args: &[&str]) -> Scan {
+        let output = self.scan_command(args).output().expect("run audit-scanner");
+        Scan::new(output)
+    }
+
+    /// The command [`World::scan`] runs.
+    pub fn scan_command(&self, args: &[&str]) -> Command {
         let address = format!("{}={}", self.policy_server_name, self.server.addr());
-        let output = Command::new(env!("CARGO_BIN_EXE_audit-scanner"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_audit-scanner"));
+        command
             .env("KUBECONFIG", self.cp.kubeconfig_path())
             .args(["--portcullis-namespace", self.controller_ns.name()])
             .arg("--ca-file")
             .arg(&self.ca_file)
             .args(["--policy-server-address", &address])
             .args(["--log-fmt", "json", "--progress-interval", "1"])
-            .args(args)
-            .output()
-            .expect("run audit-scanner");
-        Scan::new(output)
+            .args(args);
+        command
     }
 
     /// A report (`kind` `report`, `clusterreport`, ...) or `None`.
