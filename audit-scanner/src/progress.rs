@@ -28,7 +28,7 @@ pub struct Snapshot {
     pub units_done: u64,
     /// Units to audit.
     pub units_total: u64,
-    /// Time since the run started.
+    /// Time since the run started auditing objects.
     pub elapsed: Duration,
 }
 

@@ -162,10 +162,13 @@ pub async fn run(client: Client, config: Config) -> anyhow::Result<RunOutcome> {
         config,
     });
 
+    // The rate counts from here: loading the policies and discovery are
+    // not auditing.
+    let scanning = Instant::now();
     let progress = tokio::spawn(crate::progress::every(
         Arc::clone(&stats),
         scanner.config.progress_interval,
-        started,
+        scanning,
     ));
     stream::iter(units)
         .map(|unit| {
@@ -176,7 +179,7 @@ pub async fn run(client: Client, config: Config) -> anyhow::Result<RunOutcome> {
         .collect::<Vec<()>>()
         .await;
     progress.abort();
-    Snapshot::of(&stats, started.elapsed()).log(true);
+    Snapshot::of(&stats, scanning.elapsed()).log(true);
 
     let complete = !scanner.incomplete.load(Ordering::Relaxed);
     if let Some(store) = &scanner.store {
