@@ -659,8 +659,22 @@ fn audit_scanner_job_reports_existing_pods() {
             })?
         })
     };
-    assert_eq!(result_of("privileged").as_deref(), Some("fail"));
-    assert_eq!(result_of("unprivileged").as_deref(), Some("pass"));
+    let results = (result_of("privileged"), result_of("unprivileged"));
+    if results != (Some("fail".to_string()), Some("pass".to_string())) {
+        let reports = k.run(&[
+            "get",
+            "reports.openreports.io",
+            "-n",
+            ns.name(),
+            "-o",
+            "yaml",
+        ]);
+        panic!(
+            "expected (fail, pass) for {id}, got {results:?}\nJob log:\n{}\nreports:\n{}",
+            String::from_utf8_lossy(&logs.stdout),
+            String::from_utf8_lossy(&reports.stdout)
+        );
+    }
     let _ = k.run(&["delete", "job", &job, "-n", &namespace, "--wait=false"]);
 }
 
