@@ -606,8 +606,18 @@ fn audit_scanner_job_reports_existing_pods() {
     // Created before the policy exists, so admission lets both in.
     k.apply(&privileged_pod("privileged", ns.name()));
     k.apply(&unprivileged_pod("unprivileged", ns.name()));
-    let policy =
-        PolicySpec::privileged(POLICY_SERVER, &format!("audit-{}", ns.name()), ns.name()).apply(&k);
+    // The other tests' policies opt out of audits; this one is audited.
+    let name = format!("audit-{}", ns.name());
+    let spec = PolicySpec::privileged(POLICY_SERVER, &name, ns.name());
+    let mut manifest = spec.manifest();
+    manifest["spec"]["backgroundAudit"] = json!(true);
+    k.apply(&manifest);
+    let policy = PolicyGuard {
+        k: k.clone(),
+        kind: PolicyKind::Cluster,
+        name: name.clone(),
+        namespace: ns.name().to_string(),
+    };
     policy.wait_active("protect");
 
     let namespace = controller_namespace();
