@@ -5,8 +5,9 @@ package adversarial.loop
 
 import rego.v1
 
-# (Equality with a constant allocates nothing, so the loop runs into the
-# deadline rather than the memory cap.)
+# (OPA's WebAssembly heap is a bump allocator, freed only between
+# evaluations, so the loop allocates as it runs: it meets the deadline or
+# the memory cap, whichever comes first.)
 violation contains {"msg": msg} if {
 	r := numbers.range(1, 1000000)
 	n := count([x | some x in r; some y in r; x == 0])
