@@ -30,6 +30,9 @@ const PROBES: [&str; 3] = [
 
 /// Pushes a small container image with an OCI image configuration.
 async fn push_image(registry: &Registry, repo_tag: &str) -> String {
+    // The client is built before any test server installs the process' TLS
+    // provider (which one runs first is up to the test harness).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = oci_client::Client::new(ClientConfig {
         protocol: ClientProtocol::Http,
         ..ClientConfig::default()
