@@ -5,13 +5,17 @@
 
 use wasmtime::{Caller, Extern, Linker};
 
+use std::sync::Arc;
+
 use super::WapcState;
+use crate::capabilities::HostCapabilities;
 use crate::guest_log::GuestLevel;
+use crate::limits::StoreLimits;
 use crate::limits::deadline;
 
 /// Longest host-call binding, namespace or operation name. Kubewarden's are
 /// a few bytes; a longer one is a protocol violation, not a name.
-const MAX_NAME_BYTES: usize = 256;
+pub(crate) const MAX_NAME_BYTES: usize = 256;
 
 /// A protocol violation by the guest, such as a pointer outside its memory.
 #[derive(Debug, thiserror::Error)]
@@ -263,22 +267,40 @@ fn host_call(
     operation: &str,
     payload: &[u8],
 ) -> Result<Vec<u8>, String> {
+    kubewarden_host_call(
+        &mut state.limits,
+        &state.policy_id,
+        state.capabilities.as_ref(),
+        (binding, namespace, operation),
+        payload,
+    )
+}
+
+/// Kubewarden's `kubewarden` binding, shared by every adapter that speaks
+/// `__host_call` (waPC, WASI commands): `tracing/log` goes to the
+/// evaluation's log budget, the rest to the embedder's capabilities, bounded
+/// by the evaluation's deadline.
+pub(crate) fn kubewarden_host_call(
+    limits: &mut StoreLimits,
+    policy_id: &Arc<str>,
+    capabilities: &dyn HostCapabilities,
+    (binding, namespace, operation): (&str, &str, &str),
+    payload: &[u8],
+) -> Result<Vec<u8>, String> {
     if binding != "kubewarden" {
         return Err(format!(
             "unknown host-call binding {binding:?}; only \"kubewarden\" exists"
         ));
     }
     if namespace == "tracing" && operation == "log" {
-        let output = state.limits.output(&state.policy_id);
-        crate::guest_log::log_kubewarden_event(output, payload);
+        crate::guest_log::log_kubewarden_event(limits.output(policy_id), payload);
         return Ok(Vec::new());
     }
     let ctx = crate::capabilities::CallContext {
-        policy_id: &state.policy_id,
-        deadline: state.limits.deadline,
+        policy_id,
+        deadline: limits.deadline,
     };
-    state
-        .capabilities
+    capabilities
         .call(&ctx, namespace, operation, payload)
         .map_err(|e| e.to_string())
 }

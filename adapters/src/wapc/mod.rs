@@ -12,7 +12,7 @@
 //! `__guest_request`, answers with `__guest_response` or `__guest_error`, and
 //! returns 1 on success. The guest may call back with `__host_call`.
 
-mod host_calls;
+pub(crate) mod host_calls;
 
 use std::sync::Arc;
 

@@ -9,11 +9,8 @@
 use wasmtime::{Caller, Extern, Linker};
 
 use super::WasiCommandState;
-use crate::capabilities::CallContext;
 use crate::wapc::HostFault;
-
-/// Longest binding, namespace or operation name, as for waPC.
-const MAX_NAME_BYTES: usize = 256;
+use crate::wapc::host_calls::{MAX_NAME_BYTES, kubewarden_host_call};
 
 /// The bytes at `ptr..ptr + len`, in bounds and at most `max` of them: a
 /// guest cannot make the host copy more than the evaluation's transfer cap.
@@ -79,7 +76,14 @@ pub(super) fn add_to_linker(linker: &mut Linker<WasiCommandState>) -> wasmtime::
             let max = caller.data().limits.guest.max_transfer_bytes;
             let payload = read(&mut caller, ptr, len, max)?;
             let state = caller.data_mut();
-            let (status, answer) = match route(state, &binding, &namespace, &operation, &payload) {
+            let outcome = kubewarden_host_call(
+                &mut state.limits,
+                &state.policy_id,
+                state.capabilities.as_ref(),
+                (&binding, &namespace, &operation),
+                &payload,
+            );
+            let (status, answer) = match outcome {
                 Ok(answer) => (0, answer),
                 Err(message) => (1, message.into_bytes()),
             };
@@ -88,33 +92,4 @@ pub(super) fn add_to_linker(linker: &mut Linker<WasiCommandState>) -> wasmtime::
         },
     )?;
     Ok(())
-}
-
-/// Kubewarden's `kubewarden` binding: `tracing/log` is always allowed, the
-/// rest is the embedder's to grant.
-fn route(
-    state: &mut WasiCommandState,
-    binding: &str,
-    namespace: &str,
-    operation: &str,
-    payload: &[u8],
-) -> Result<Vec<u8>, String> {
-    if binding != "kubewarden" {
-        return Err(format!(
-            "unknown host-call binding {binding:?}; only \"kubewarden\" exists"
-        ));
-    }
-    if (namespace, operation) == ("tracing", "log") {
-        let output = state.limits.output(&state.policy_id);
-        crate::guest_log::log_kubewarden_event(output, payload);
-        return Ok(Vec::new());
-    }
-    let ctx = CallContext {
-        policy_id: &state.policy_id,
-        deadline: state.limits.deadline,
-    };
-    state
-        .capabilities
-        .call(&ctx, namespace, operation, payload)
-        .map_err(|e| e.to_string())
 }
