@@ -75,4 +75,4 @@ for fixture in pod-no-labels pod-partial-labels; do
 done
 echo
 echo "metrics (first lines):"
-curl -fsS "http://127.0.0.1:$ready_port/metrics" | grep '^portcullis_policy_evaluations_total' | head -5
+curl -fsS "http://127.0.0.1:$ready_port/metrics" | grep '^portcullis_policy_evaluations_total' | sed -n 1,5p

@@ -32,7 +32,7 @@ if [[ "${1:-}" == "--offline-bases" ]]; then offline=1; shift; fi
 if [[ "${1:-}" == "--prebuilt" ]]; then prebuilt=1; shift; fi
 tag="${1:-portcullis:dev}"
 
-version="$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -1)"
+version="$(awk -F'"' '/^version = /{print $2; exit}' Cargo.toml)"
 revision="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
 args=(--build-arg "VERSION=$version" --build-arg "REVISION=$revision")
 if (( prebuilt )); then

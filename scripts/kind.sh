@@ -50,7 +50,14 @@ helm_bin() {
   echo "$HELM"
 }
 
-cluster_exists() { "$(kind_bin)" get clusters 2>/dev/null | grep -qx "$CLUSTER"; }
+# Reads the whole list first: with pipefail, `grep -q` quitting early would
+# fail the pipeline on the writer's SIGPIPE.
+cluster_exists() { local clusters; clusters="$("$(kind_bin)" get clusters 2>/dev/null)" && grep -qx "$CLUSTER" <<<"$clusters"; }
+
+# The node image: the first line kind-node-image.sh prints. Taken after the
+# script ends; `| head -n1` would kill it with SIGPIPE (exit 141 under
+# pipefail) while it still prints the other images.
+local_node_image() { local images; images="$(scripts/kind-node-image.sh --images)" && echo "${images%%$'\n'*}"; }
 
 # The node image of the running cluster: local (built here) or not.
 cluster_is_local() {
@@ -68,7 +75,7 @@ upstream_node_image() {
 node_image() {
   local choice="${PORTCULLIS_KIND_NODE_IMAGE:-auto}" upstream
   case "$choice" in
-    local) scripts/kind-node-image.sh --images | head -n1; return ;;
+    local) local_node_image; return ;;
     upstream) upstream_node_image; return ;;
     auto) ;;
     *) echo "$choice"; return ;;
@@ -78,7 +85,7 @@ node_image() {
     echo "$upstream"
   else
     log "cannot pull $upstream: building a node image here (scripts/kind-node-image.sh)"
-    scripts/kind-node-image.sh --images | head -n1
+    local_node_image
   fi
 }
 

@@ -35,7 +35,7 @@ prefix="${1:-}"
     exit 2
 }
 prefix="${prefix%/}"
-version="$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -1)"
+version="$(awk -F'"' '/^version = /{print $2; exit}' Cargo.toml)"
 
 if (( policies )); then
     cli="${PORTCULLIS:-}"

@@ -25,7 +25,7 @@ for target in wasm32-wasip1 wasm32-wasip2; do
     fi
 done
 for component in rustfmt clippy; do
-    if ! rustup component list --installed | grep -q "^$component"; then
+    if ! grep -q "^$component" <<<"$(rustup component list --installed)"; then
         rustup component add "$component"
     fi
 done
