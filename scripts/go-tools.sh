@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the Go-built test tools into ~/.cache/portcullis/bin (or $PORTCULLIS_BIN_DIR).
 #
-#   scripts/go-tools.sh NAME...      NAME: registry | helm | kind | opa | control-plane | gatekeeper | all
+#   scripts/go-tools.sh NAME...      NAME: registry | helm | kind | opa | vegeta | control-plane | gatekeeper | all
 #
 # `gatekeeper` is not a binary: it downloads Gatekeeper's Go module (its
 # ConstraintTemplates, constraints and test objects, for the Rego conformance
@@ -21,6 +21,8 @@ HELM_PKG="helm.sh/helm/v3/cmd/helm@v3.22.0"
 KIND_PKG="sigs.k8s.io/kind@v0.33.0"
 OPA_PKG="github.com/open-policy-agent/opa@v1.22.4"
 GATEKEEPER_MODULE="github.com/open-policy-agent/gatekeeper/v3@v3.23.1"
+# The rate-limited load generator of bench/load.sh's soak (wrk cannot hold a rate).
+VEGETA_PKG="github.com/tsenart/vegeta/v12@v12.13.0"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN_DIR="${PORTCULLIS_BIN_DIR:-$HOME/.cache/portcullis/bin}"
@@ -50,7 +52,12 @@ install_module() { # name pkg@version [ldflags]
   tmp="$(mktemp -d "$BIN_DIR/.build-$name.XXXXXX")"
   local start=$SECONDS
   if ! GOBIN="$tmp" go install -ldflags="$ldflags" "$pkg"; then rm -rf "$tmp"; log "building $name failed"; exit 1; fi
-  mv -f "$tmp/$(basename "${pkg%@*}")" "$BIN_DIR/$name"
+  # go install names the binary after the package path's last element, a major
+  # version suffix (…/vegeta/v12) excepted.
+  local built
+  built="$(basename "${pkg%@*}")"
+  [[ "$built" =~ ^v[0-9]+$ ]] && built="$(basename "$(dirname "${pkg%@*}")")"
+  mv -f "$tmp/$built" "$BIN_DIR/$name"
   rm -rf "$tmp"
   echo "$want" > "$BIN_DIR/$name.stamp"
   log "built $name in $((SECONDS - start))s"
@@ -112,11 +119,11 @@ fetch_gatekeeper() {
 }
 
 if [[ $# -eq 0 ]]; then
-  echo "usage: $0 registry|helm|kind|opa|control-plane|gatekeeper|all ..." >&2; exit 2
+  echo "usage: $0 registry|helm|kind|opa|vegeta|control-plane|gatekeeper|all ..." >&2; exit 2
 fi
 names=()
 for arg in "$@"; do
-  if [[ "$arg" == all ]]; then names+=(registry helm kind opa control-plane gatekeeper); else names+=("$arg"); fi
+  if [[ "$arg" == all ]]; then names+=(registry helm kind opa vegeta control-plane gatekeeper); else names+=("$arg"); fi
 done
 for name in "${names[@]}"; do
   case "$name" in
@@ -124,9 +131,10 @@ for name in "${names[@]}"; do
     helm) install_module helm "$HELM_PKG" "$(helm_ldflags)" ;;
     kind) install_module kind "$KIND_PKG" ;;
     opa) install_module opa "$OPA_PKG" ;;
+    vegeta) install_module vegeta "$VEGETA_PKG" ;;
     gatekeeper) fetch_gatekeeper ;;
     control-plane) build_control_plane ;;
-    *) log "unknown tool '$name' (known: registry helm kind opa control-plane gatekeeper all)"; exit 2 ;;
+    *) log "unknown tool '$name' (known: registry helm kind opa vegeta control-plane gatekeeper all)"; exit 2 ;;
   esac
 done
 for name in "${names[@]}"; do
