@@ -4,8 +4,8 @@
 #   bench/load.sh [duration-seconds]      (default 15)
 #
 # Builds the release policy-server, generates a throwaway CA and server
-# certificate with openssl, and measures with wrk (8 keep-alive connections,
-# POST of the reference fixture pod-privileged.json):
+# certificate with openssl, and measures with wrk (1 thread, 8 keep-alive
+# connections, POST of the reference fixture pod-privileged.json):
 #   1. HTTPS, waPC pod-privileged policy;
 #   2. HTTPS, component pod-privileged policy;
 #   3. HTTPS, Rego pod-privileged policies (Gatekeeper mode, OPA mode);
@@ -17,18 +17,42 @@
 #      in namespace default) against its two members as separate policies,
 #      evaluated one after the other: µs of server time per admission.
 # SCENARIOS=groups runs scenario 7 only.
-# Needs: cargo, openssl, wrk, curl; the sample policies in target/policies
-# (scripts/build-policies.sh). POLICY_SERVER_BIN=path measures that binary
-# instead of building one (to compare two builds on the same machine).
+#
+# SCENARIOS=request-path: the side-by-side comparison (issue 17). For each
+# binary of POLICY_SERVER_BINS, module (Kubewarden's upstream pod-privileged
+# if UPSTREAM_POD_PRIVILEGED names its built .wasm, our waPC and component
+# samples) and scheme (plain HTTP keep-alive, HTTPS): wrk -t1 -c8 on
+# pod-privileged.json, then wrk -t1 -c64 on deployment-30kb.json; ROUNDS
+# rounds (default 3), the binaries alternating within each round; a fresh
+# server and a 2 s warm-up before every measured run; medians.
+#
+# Needs: openssl, wrk, curl, bc, jq (cargo unless POLICY_SERVER_BIN(S) is
+# set);
+# the sample policies in target/policies (scripts/build-policies.sh).
+# POLICY_SERVER_BIN=path measures that binary instead of building one;
+# POLICY_SERVER_BINS="a=/path/one b=/path/two" compares builds side by side
+# (request-path; the other scenarios measure the first).
+# PORT, PROBE: the webhook and readiness ports (default 38443, 38081).
 set -euo pipefail
 
 DURATION="${1:-15}"
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 FIXTURE="${FIXTURE:-$ROOT/tests/fixtures/pod-privileged.json}"
+LARGE_FIXTURE="${LARGE_FIXTURE:-$ROOT/tests/fixtures/deployment-30kb.json}"
 POLICIES="$ROOT/target/policies"
+SCENARIOS="${SCENARIOS:-all}"
+ROUNDS="${ROUNDS:-3}"
+WARMUP_SECONDS="${WARMUP_SECONDS:-2}"
+PORT="${PORT:-38443}"
+PROBE="${PROBE:-38081}"
 WORK="$(mktemp -d)"
 SERVER_PID=""
+LOAD_PID=""
 cleanup() {
+  if [[ -n "$LOAD_PID" ]] && kill -0 "$LOAD_PID" 2>/dev/null; then
+    kill "$LOAD_PID" 2>/dev/null || true
+    wait "$LOAD_PID" 2>/dev/null || true
+  fi
   if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
     kill "$SERVER_PID" 2>/dev/null || true
     wait "$SERVER_PID" 2>/dev/null || true
@@ -37,20 +61,44 @@ cleanup() {
 }
 trap cleanup EXIT
 
-for tool in cargo openssl wrk curl; do
+case "$SCENARIOS" in
+  all) modules=(pod-privileged-wapc pod-privileged-component pod-privileged-gatekeeper pod-privileged-opa default-labels-wapc default-labels-component adversarial-wapc adversarial-component namespace-allowlist-wapc) ;;
+  groups) modules=(pod-privileged-wapc namespace-allowlist-wapc) ;;
+  request-path) modules=(pod-privileged-wapc pod-privileged-component) ;;
+  *) echo "unknown SCENARIOS=$SCENARIOS (all, groups, request-path)" >&2; exit 2 ;;
+esac
+for tool in openssl wrk curl bc jq; do
   command -v "$tool" >/dev/null || { echo "missing tool: $tool" >&2; exit 1; }
 done
-for m in pod-privileged-wapc pod-privileged-component pod-privileged-gatekeeper pod-privileged-opa default-labels-wapc default-labels-component adversarial-wapc adversarial-component namespace-allowlist-wapc; do
+for m in "${modules[@]}"; do
   [[ -f "$POLICIES/$m.wasm" ]] || { echo "missing $POLICIES/$m.wasm: run scripts/build-policies.sh" >&2; exit 1; }
 done
 
-if [[ -n "${POLICY_SERVER_BIN:-}" ]]; then
-  BIN="$POLICY_SERVER_BIN"
+# The binaries: BIN_LABELS[i] names BIN_PATHS[i]; BIN is the one start_server runs.
+BIN_LABELS=()
+BIN_PATHS=()
+if [[ -n "${POLICY_SERVER_BINS:-}" ]]; then
+  for entry in $POLICY_SERVER_BINS; do
+    label="${entry%%=*}" path="${entry#*=}"
+    [[ "$entry" == *=* && "$label" =~ ^[A-Za-z0-9._-]+$ ]] \
+      || { echo "POLICY_SERVER_BINS: '$entry' is not label=path (label: letters, digits, . _ -)" >&2; exit 2; }
+    BIN_LABELS+=("$label")
+    BIN_PATHS+=("$path")
+  done
+elif [[ -n "${POLICY_SERVER_BIN:-}" ]]; then
+  BIN_LABELS=(current)
+  BIN_PATHS=("$POLICY_SERVER_BIN")
 else
+  command -v cargo >/dev/null || { echo "missing tool: cargo (or set POLICY_SERVER_BIN)" >&2; exit 1; }
   echo "building release policy-server..." >&2
   cargo build --release --quiet -p portcullis-host --bin policy-server --manifest-path "$ROOT/Cargo.toml"
-  BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/policy-server"
+  BIN_LABELS=(current)
+  BIN_PATHS=("${CARGO_TARGET_DIR:-$ROOT/target}/release/policy-server")
 fi
+for path in "${BIN_PATHS[@]}"; do
+  [[ -x "$path" ]] || { echo "not an executable: $path" >&2; exit 1; }
+done
+BIN="${BIN_PATHS[0]}"
 
 # --- certificates -----------------------------------------------------------
 openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj "/CN=bench CA" \
@@ -61,16 +109,17 @@ printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n
 openssl x509 -req -in "$WORK/tls.csr" -CA "$WORK/ca.crt" -CAkey "$WORK/ca.key" -CAcreateserial \
   -days 1 -extfile "$WORK/ext.cnf" -out "$WORK/tls.crt" 2>/dev/null
 
-cat > "$WORK/post.lua" <<LUA
+# post_lua FIXTURE LUA: a wrk script POSTing FIXTURE.
+post_lua() {
+  cat > "$2" <<LUA
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-local f = assert(io.open("$FIXTURE", "rb"))
+local f = assert(io.open("$1", "rb"))
 wrk.body = f:read("*a")
 f:close()
 LUA
-
-PORT=38443
-PROBE=38081
+}
+post_lua "$FIXTURE" "$WORK/post.lua"
 
 # start_server CONFIG DOWNLOAD_DIR TLS(yes|no) -> sets SERVER_PID and READY (seconds to ready)
 start_server() {
@@ -106,20 +155,55 @@ stop_server() {
 
 rss_kib() { awk -v k="$2" '$1 == k":" {print $2}' "/proc/$1/status"; }
 
-# run_wrk URL -> "req/s p50 p99"
+# wrk_to OUT URL CONNS SECONDS LUA: one wrk run (1 thread), its output in OUT.
+wrk_to() {
+  wrk -t1 -c"$3" -d"$4s" --latency -s "$5" "$2" >"$1" 2>&1 \
+    || { cat "$1" >&2; echo "wrk failed against $2" >&2; exit 1; }
+}
+
+# wrk_errors OUT: non-2xx responses plus socket errors (connect, read, write, timeout).
+wrk_errors() {
+  awk '/Non-2xx or 3xx responses:/ {n += $NF}
+       /Socket errors:/ {gsub(/,/, ""); n += $4 + $6 + $8 + $10}
+       END {print n + 0}' "$1"
+}
+
+# wrk_ms OUT PERCENT: that latency percentile in ms.
+wrk_ms() {
+  awk -v p="$2%" '$1 == p {
+    v = $2; u = v; sub(/[0-9.]+/, "", u); sub(/[a-z]+$/, "", v)
+    f = (u == "us") ? 0.001 : (u == "ms") ? 1 : (u == "s") ? 1000 : (u == "m") ? 60000 : -1
+    if (f < 0) { print "unknown latency unit " $2 > "/dev/stderr"; exit 1 }
+    printf "%.3f\n", v * f
+  }' "$1"
+}
+
+wrk_rps() { awk '/^Requests\/sec:/ {print $2}' "$1"; }
+
+# run_wrk URL -> "req/s p50 p99" (the fixed scenarios: 8 connections, DURATION)
 run_wrk() {
-  local out
-  out=$(wrk -t2 -c8 -d"${DURATION}s" --latency -s "$WORK/post.lua" "$1")
-  echo "$out" >"$WORK/wrk.last"
-  local rps p50 p99 non2xx
-  rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
-  p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
-  p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
-  non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
-  if [[ -n "$non2xx" ]]; then
-    echo "warning: $non2xx non-2xx responses" >&2
+  wrk_to "$WORK/wrk.last" "$1" 8 "$DURATION" "$WORK/post.lua"
+  local out errors
+  out=$(cat "$WORK/wrk.last")
+  errors=$(wrk_errors "$WORK/wrk.last")
+  if [[ "$errors" != 0 ]]; then
+    echo "warning: $errors non-2xx responses or socket errors against $1" >&2
   fi
-  echo "$rps $p50 $p99"
+  echo "$(wrk_rps "$WORK/wrk.last") $(awk '$1 == "50%" {print $2}' <<<"$out") $(awk '$1 == "99%" {print $2}' <<<"$out")"
+}
+
+# verdict SCHEME POLICY FIXTURE -> denied | allowed (exits on anything but a
+# well-formed AdmissionReview response to the fixture's uid)
+verdict() {
+  local body uid
+  body=$(curl -sk -X POST -H 'Content-Type: application/json' --data-binary @"$3" \
+    "$1://127.0.0.1:$PORT/validate/$2")
+  uid=$(jq -r .request.uid "$3")
+  case "$(jq -r --arg uid "$uid" 'if .response.uid == $uid then .response.allowed else "bad" end' <<<"$body" 2>/dev/null)" in
+    false) echo denied ;;
+    true) echo allowed ;;
+    *) echo "unexpected answer of $2 ($1) to $(basename "$3"): $body" >&2; exit 1 ;;
+  esac
 }
 
 # --- 6. a two-member group against its members one after the other --------
@@ -167,10 +251,179 @@ YAML
   stop_server
 }
 
-if [[ "${SCENARIOS:-all}" == groups ]]; then
-  bench_groups
-  exit 0
-fi
+# --- request-path: binaries side by side (issue 17) -------------------------
+
+# policy_config ID MODULE_PATH FILE: a one-policy configuration (default
+# execution mode: kubewarden-wapc, or the component ABI, told by the module).
+policy_config() {
+  printf '%s:\n  module: file://%s\n' "$1" "$2" > "$3"
+}
+
+# stats: numbers on stdin -> "median min max"
+stats() {
+  sort -g | awk '{v[NR] = $1} END {
+    if (NR == 0) { print "- - -"; exit }
+    m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+    print m, v[1], v[NR]
+  }'
+}
+
+# results_of LABEL MODULE SCHEME SIZE FIELD: that column of the matching
+# result lines (fields: label module scheme size round rps p50 p99 hwm errors verdict)
+results_of() {
+  awk -v l="$1" -v m="$2" -v s="$3" -v z="$4" -v f="$5" \
+    '$1 == l && $2 == m && $3 == s && $4 == z {print $f}' "$WORK/results"
+}
+
+# measure LABEL PATH MODULE SCHEME SIZE ROUND: a fresh server, the verdict, a
+# warm-up, the measured wrk run; appends a line to $WORK/results.
+measure() {
+  local label="$1" module="$3" scheme="$4" size="$5" round="$6" tls=no conns=8 lua="$WORK/post.lua" fixture="$FIXTURE"
+  BIN="$2"
+  [[ "$scheme" == https ]] && tls=yes
+  if [[ "$size" == large ]]; then conns=64 lua="$WORK/post-large.lua" fixture="$LARGE_FIXTURE"; fi
+  start_server "$WORK/rp-$module.yml" "$WORK/store-$label" "$tls"
+  local url="$scheme://127.0.0.1:$PORT/validate/$module" kind
+  kind=$(verdict "$scheme" "$module" "$fixture")
+  if [[ "$size" == small && "$kind" != denied ]]; then
+    echo "$label $module ($scheme) allowed $(basename "$fixture"), which must be denied" >&2; exit 1
+  fi
+  wrk_to "$WORK/warmup.wrk" "$url" "$conns" "$WARMUP_SECONDS" "$lua"
+  local out="$WORK/wrk/$label.$module.$scheme.$size.$round"
+  wrk_to "$out" "$url" "$conns" "$DURATION" "$lua"
+  local hwm errors rps
+  hwm=$(rss_kib "$SERVER_PID" VmHWM)
+  stop_server
+  errors=$(wrk_errors "$out")
+  rps=$(wrk_rps "$out")
+  if [[ "$errors" != 0 ]]; then
+    echo "ERROR: $errors non-2xx responses or socket errors: $label $module $scheme $size, round $round:" >&2
+    cat "$out" >&2
+  fi
+  echo "$label $module $scheme $size $round $rps $(wrk_ms "$out" 50) $(wrk_ms "$out" 99) $hwm $errors $kind" >> "$WORK/results"
+  printf '  round %s: %-10s %-26s %-5s %-5s %8.0f req/s%s\n' "$round" "$label" "$module" "$scheme" "$size" "$rps" \
+    "$([[ "$errors" == 0 ]] || echo " ($errors ERRORS)")" >&2
+}
+
+# table SIZE: the markdown table of one request size, then the HTTPS/HTTP
+# ratios and, with several binaries, each against the first.
+table() {
+  local size="$1" label module scheme n=0 rps p50 p99 hwm errors verdict_col="" verdict_head="" verdict_sep=""
+  if [[ "$size" == large ]]; then verdict_head=" verdict |" verdict_sep="---|"; fi
+  echo "| binary | module | scheme |$verdict_head req/s (median of $ROUNDS; min–max) | p50 (median) | p99 (median) | peak RSS MiB (max) | errors |"
+  echo "|---|---|---|$verdict_sep---|---|---|---|---|"
+  for label in "${BIN_LABELS[@]}"; do
+    for module in "${RP_MODULES[@]}"; do
+      for scheme in http https; do
+        read -r rps rps_min rps_max < <(results_of "$label" "$module" "$scheme" "$size" 6 | stats)
+        read -r p50 _ < <(results_of "$label" "$module" "$scheme" "$size" 7 | stats)
+        read -r p99 _ < <(results_of "$label" "$module" "$scheme" "$size" 8 | stats)
+        read -r _ _ hwm < <(results_of "$label" "$module" "$scheme" "$size" 9 | stats)
+        errors=$(results_of "$label" "$module" "$scheme" "$size" 10 | awk '{n += $1} END {print n + 0}')
+        [[ "$errors" == 0 ]] || { errors="**$errors ERRORS**"; n=$((n + 1)); }
+        if [[ "$size" == large ]]; then
+          verdict_col=" $(results_of "$label" "$module" "$scheme" "$size" 11 | sort -u | paste -sd/) |"
+        fi
+        printf '| %s | %s | %s |%s %.0f (%.0f–%.0f) | %.2f ms | %.2f ms | %.1f | %s |\n' "$label" "$module" "$scheme" \
+          "$verdict_col" "$rps" "$rps_min" "$rps_max" "$p50" "$p99" "$(echo "$hwm / 1024" | bc -l)" "$errors"
+      done
+    done
+  done
+  echo
+  echo "HTTPS/HTTP req/s (medians):"
+  local http https
+  for label in "${BIN_LABELS[@]}"; do
+    for module in "${RP_MODULES[@]}"; do
+      read -r http _ < <(results_of "$label" "$module" http "$size" 6 | stats)
+      read -r https _ < <(results_of "$label" "$module" https "$size" 6 | stats)
+      printf -- '- %s %s: %.2f\n' "$label" "$module" "$(echo "$https / $http" | bc -l)"
+    done
+  done
+  if (( ${#BIN_LABELS[@]} > 1 )); then
+    echo
+    echo "req/s against ${BIN_LABELS[0]} (medians):"
+    local first other i
+    for module in "${RP_MODULES[@]}"; do
+      for scheme in http https; do
+        read -r first _ < <(results_of "${BIN_LABELS[0]}" "$module" "$scheme" "$size" 6 | stats)
+        for ((i = 1; i < ${#BIN_LABELS[@]}; i++)); do
+          read -r other _ < <(results_of "${BIN_LABELS[i]}" "$module" "$scheme" "$size" 6 | stats)
+          printf -- '- %s %s %s: %.2f\n' "${BIN_LABELS[i]}" "$module" "$scheme" "$(echo "$other / $first" | bc -l)"
+        done
+      done
+    done
+  fi
+  TABLE_ERRORS=$((TABLE_ERRORS + n))
+}
+
+bench_request_path() {
+  RP_MODULES=()
+  if [[ -n "${UPSTREAM_POD_PRIVILEGED:-}" ]]; then
+    if [[ -f "$UPSTREAM_POD_PRIVILEGED" ]]; then
+      RP_MODULES+=(upstream)
+      policy_config upstream "$(realpath "$UPSTREAM_POD_PRIVILEGED")" "$WORK/rp-upstream.yml"
+    else
+      echo "warning: UPSTREAM_POD_PRIVILEGED=$UPSTREAM_POD_PRIVILEGED does not exist; the upstream module is left out" >&2
+    fi
+  fi
+  local m
+  for m in pod-privileged-wapc pod-privileged-component; do
+    RP_MODULES+=("$m")
+    policy_config "$m" "$POLICIES/$m.wasm" "$WORK/rp-$m.yml"
+  done
+  post_lua "$LARGE_FIXTURE" "$WORK/post-large.lua"
+  mkdir -p "$WORK/wrk"
+  : > "$WORK/results"
+
+  # Compile every module once per binary (each binary has its own compiled
+  # cache), so that no measured server compiles.
+  local i all="$WORK/rp-all.yml"
+  for m in "${RP_MODULES[@]}"; do cat "$WORK/rp-$m.yml"; done > "$all"
+  for i in "${!BIN_LABELS[@]}"; do
+    BIN="${BIN_PATHS[i]}"
+    start_server "$all" "$WORK/store-${BIN_LABELS[i]}" no
+    stop_server
+  done
+
+  local round size scheme order
+  for ((round = 1; round <= ROUNDS; round++)); do
+    # The binaries alternate: A B, then B A in the next round, and so on.
+    order=("${!BIN_LABELS[@]}")
+    if (( round % 2 == 0 )); then
+      order=()
+      for ((i = ${#BIN_LABELS[@]} - 1; i >= 0; i--)); do order+=("$i"); done
+    fi
+    echo "round $round/$ROUNDS (load average $(cut -d' ' -f1-3 /proc/loadavg))" >&2
+    for size in small large; do
+      for m in "${RP_MODULES[@]}"; do
+        for scheme in http https; do
+          for i in "${order[@]}"; do
+            measure "${BIN_LABELS[i]}" "${BIN_PATHS[i]}" "$m" "$scheme" "$size" "$round"
+          done
+        done
+      done
+    done
+  done
+
+  TABLE_ERRORS=0
+  echo
+  echo "Request path: $(basename "$FIXTURE") ($(stat -c %s "$FIXTURE") B), wrk -t1 -c8 -d${DURATION}s, keep-alive, $ROUNDS rounds, $(nproc) CPUs"
+  echo
+  table small
+  echo
+  echo "Larger review: $(basename "$LARGE_FIXTURE") ($(stat -c %s "$LARGE_FIXTURE") B), wrk -t1 -c64 -d${DURATION}s, keep-alive, $ROUNDS rounds"
+  echo
+  table large
+  if (( TABLE_ERRORS > 0 )); then
+    echo "FAIL: $TABLE_ERRORS rows had non-2xx responses or socket errors" >&2
+    exit 1
+  fi
+}
+
+case "$SCENARIOS" in
+  groups) bench_groups; exit 0 ;;
+  request-path) bench_request_path; exit 0 ;;
+esac
 
 cat > "$WORK/policies.yml" <<YAML
 priv-wapc:
