@@ -25,13 +25,16 @@
 # pod-privileged.json, then wrk -t1 -c64 on deployment-30kb.json; ROUNDS
 # rounds (default 3), the binaries alternating within each round; a fresh
 # server and a 2 s warm-up before every measured run; medians.
+# SCENARIOS=soak: peak req/s (wrk -t1 -c8, PEAK_SECONDS, HTTPS, waPC sample),
+# then vegeta at half that rate for SOAK_SECONDS (default 600), the server's
+# VmRSS every 10 s, and the count of non-2xx responses and errors (must be 0).
 #
 # Needs: openssl, wrk, curl, bc, jq (cargo unless POLICY_SERVER_BIN(S) is
-# set);
+# set; vegeta for the soak: VEGETA=path, else scripts/go-tools.sh vegeta);
 # the sample policies in target/policies (scripts/build-policies.sh).
 # POLICY_SERVER_BIN=path measures that binary instead of building one;
 # POLICY_SERVER_BINS="a=/path/one b=/path/two" compares builds side by side
-# (request-path; the other scenarios measure the first).
+# (request-path and soak; the other scenarios measure the first).
 # PORT, PROBE: the webhook and readiness ports (default 38443, 38081).
 set -euo pipefail
 
@@ -43,6 +46,8 @@ POLICIES="$ROOT/target/policies"
 SCENARIOS="${SCENARIOS:-all}"
 ROUNDS="${ROUNDS:-3}"
 WARMUP_SECONDS="${WARMUP_SECONDS:-2}"
+PEAK_SECONDS="${PEAK_SECONDS:-10}"
+SOAK_SECONDS="${SOAK_SECONDS:-600}"
 PORT="${PORT:-38443}"
 PROBE="${PROBE:-38081}"
 WORK="$(mktemp -d)"
@@ -65,7 +70,8 @@ case "$SCENARIOS" in
   all) modules=(pod-privileged-wapc pod-privileged-component pod-privileged-gatekeeper pod-privileged-opa default-labels-wapc default-labels-component adversarial-wapc adversarial-component namespace-allowlist-wapc) ;;
   groups) modules=(pod-privileged-wapc namespace-allowlist-wapc) ;;
   request-path) modules=(pod-privileged-wapc pod-privileged-component) ;;
-  *) echo "unknown SCENARIOS=$SCENARIOS (all, groups, request-path)" >&2; exit 2 ;;
+  soak) modules=(pod-privileged-wapc) ;;
+  *) echo "unknown SCENARIOS=$SCENARIOS (all, groups, request-path, soak)" >&2; exit 2 ;;
 esac
 for tool in openssl wrk curl bc jq; do
   command -v "$tool" >/dev/null || { echo "missing tool: $tool" >&2; exit 1; }
@@ -420,9 +426,100 @@ bench_request_path() {
   fi
 }
 
+# --- soak: half the peak rate, RSS every 10 s --------------------------------
+bench_soak() {
+  local vegeta="${VEGETA:-}"
+  if [[ -z "$vegeta" ]]; then
+    vegeta=$(command -v vegeta || true)
+    if [[ -z "$vegeta" ]]; then
+      vegeta=$("$ROOT/scripts/go-tools.sh" vegeta)
+      vegeta="${vegeta##*$'\n'}"
+    fi
+  fi
+  [[ -x "$vegeta" ]] || { echo "vegeta not found (VEGETA=path, or scripts/go-tools.sh vegeta)" >&2; exit 1; }
+  local id=pod-privileged-wapc failed=0 i
+  policy_config "$id" "$POLICIES/$id.wasm" "$WORK/soak.yml"
+  printf 'POST https://127.0.0.1:%s/validate/%s\nContent-Type: application/json\n@%s\n' "$PORT" "$id" "$FIXTURE" > "$WORK/targets"
+  for i in "${!BIN_LABELS[@]}"; do
+    local label="${BIN_LABELS[i]}"
+    BIN="${BIN_PATHS[i]}"
+    start_server "$WORK/soak.yml" "$WORK/store-$label" no   # compiles the module
+    stop_server
+    start_server "$WORK/soak.yml" "$WORK/store-$label" yes
+    [[ "$(verdict https "$id" "$FIXTURE")" == denied ]] || { echo "$id allowed $(basename "$FIXTURE")" >&2; exit 1; }
+    local url="https://127.0.0.1:$PORT/validate/$id"
+    wrk_to "$WORK/warmup.wrk" "$url" 8 "$WARMUP_SECONDS" "$WORK/post.lua"
+    wrk_to "$WORK/peak.wrk" "$url" 8 "$PEAK_SECONDS" "$WORK/post.lua"
+    local peak rate errors
+    peak=$(wrk_rps "$WORK/peak.wrk")
+    errors=$(wrk_errors "$WORK/peak.wrk")
+    [[ "$errors" == 0 ]] || { cat "$WORK/peak.wrk" >&2; echo "ERROR: $errors errors in the peak run" >&2; failed=1; }
+    rate=$(echo "$peak / 2" | bc)
+    echo
+    echo "Soak, $label: peak $peak req/s (wrk -t1 -c8 -d${PEAK_SECONDS}s, HTTPS, $id, $(basename "$FIXTURE")); vegeta at $rate req/s for $SOAK_SECONDS s, 8 keep-alive HTTP/1.1 connections"
+    echo >&2 "soak $label: $rate req/s for $SOAK_SECONDS s (load average $(cut -d' ' -f1-3 /proc/loadavg))"
+    local results="$WORK/soak-$label.bin" samples="$WORK/rss-$label"
+    : > "$samples"
+    local start t next now
+    start=$EPOCHREALTIME
+    echo "0 $(rss_kib "$SERVER_PID" VmRSS)" >> "$samples"
+    # Results stream to a file (gob); response bodies are not kept (-max-body=0).
+    "$vegeta" attack -rate="$rate/s" -duration="${SOAK_SECONDS}s" -targets="$WORK/targets" \
+      -keepalive=true -connections=8 -max-connections=8 -http2=false -root-certs="$WORK/ca.crt" \
+      -max-body=0 -output="$results" 2>"$WORK/vegeta.err" &
+    LOAD_PID=$!
+    for ((t = 10; t < SOAK_SECONDS; t += 10)); do
+      now=$EPOCHREALTIME
+      next=$(echo "$start + $t - $now" | bc -l)
+      [[ "$next" == -* ]] || sleep "$next"
+      kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/server.log" >&2; echo "server died during the soak" >&2; exit 1; }
+      kill -0 "$LOAD_PID" 2>/dev/null || break
+      echo "$t $(rss_kib "$SERVER_PID" VmRSS)" >> "$samples"
+    done
+    local rc=0
+    wait "$LOAD_PID" || rc=$?
+    LOAD_PID=""
+    [[ "$rc" == 0 ]] || { cat "$WORK/vegeta.err" >&2; echo "vegeta attack failed (exit $rc)" >&2; exit 1; }
+    echo "$(printf '%.0f' "$(echo "$EPOCHREALTIME - $start" | bc -l)") $(rss_kib "$SERVER_PID" VmRSS)" >> "$samples"
+    local hwm
+    hwm=$(rss_kib "$SERVER_PID" VmHWM)
+    stop_server
+
+    "$vegeta" report -type=json "$results" > "$WORK/report.json"
+    local requests ok rate_sent throughput lat
+    requests=$(jq .requests "$WORK/report.json")
+    ok=$(jq '[.status_codes // {} | to_entries[] | select(.key | test("^2")) | .value] | add // 0' "$WORK/report.json")
+    errors=$((requests - ok))
+    rate_sent=$(jq '.rate' "$WORK/report.json")
+    throughput=$(jq '.throughput' "$WORK/report.json")
+    lat=$(jq -r '.latencies | "p50 \(.["50th"] / 1e6 * 100 | round / 100) ms, p99 \(.["99th"] / 1e6 * 100 | round / 100) ms, max \(.max / 1e6 * 100 | round / 100) ms"' "$WORK/report.json")
+    echo
+    echo "| t (s) | RSS MiB |"
+    echo "|---|---|"
+    awk '{printf "| %s | %.1f |\n", $1, $2 / 1024}' "$samples"
+    echo
+    awk -v hwm="$hwm" '
+      NR == 1 {first = $2; max = $2}
+      {last = $2; if ($2 > max) max = $2}
+      END {printf "RSS: first %.1f MiB, last %.1f MiB, max %.1f MiB, growth %+.1f MiB (%+.1f%%); peak (VmHWM, peak run included) %.1f MiB\n",
+             first / 1024, last / 1024, max / 1024, (last - first) / 1024, 100 * (last - first) / first, hwm / 1024}' "$samples"
+    printf 'requests %s (sent at %.1f/s, throughput %.1f/s), latency %s, status codes %s; results file %s\n' \
+      "$requests" "$rate_sent" "$throughput" "$lat" "$(jq -c '.status_codes' "$WORK/report.json")" "$(du -h "$results" | cut -f1)"
+    rm -f "$results"
+    if [[ "$errors" == 0 ]]; then
+      echo "non-2xx responses and errors: 0"
+    else
+      echo "ERROR: $errors non-2xx responses or errors: $(jq -c '.errors' "$WORK/report.json")"
+      failed=1
+    fi
+  done
+  (( failed == 0 )) || { echo "FAIL: the soak had errors" >&2; exit 1; }
+}
+
 case "$SCENARIOS" in
   groups) bench_groups; exit 0 ;;
   request-path) bench_request_path; exit 0 ;;
+  soak) bench_soak; exit 0 ;;
 esac
 
 cat > "$WORK/policies.yml" <<YAML
