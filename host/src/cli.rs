@@ -9,7 +9,7 @@ use clap::Parser;
 use portcullis_telemetry::TelemetryArgs;
 
 use crate::capabilities::KubeConfigSource;
-use crate::server_config::{ServerConfig, default_workers};
+use crate::server_config::{ServerConfig, default_io_threads, default_workers};
 use crate::tls::TlsFiles;
 
 /// Portcullis policy-server: a Kubernetes admission webhook evaluating
@@ -55,6 +55,11 @@ pub struct PolicyServerArgs {
     /// Evaluation slots: evaluations started at once [default: number of CPUs].
     #[arg(long, env = "PORTCULLIS_WORKERS")]
     pub workers: Option<usize>,
+    /// Threads of the async runtime that serves HTTP and TLS, parses
+    /// requests and runs the host's network work; evaluations run on their
+    /// own threads [default: half the CPUs, at least 1].
+    #[arg(long, env = "PORTCULLIS_IO_THREADS", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub io_threads: Option<u32>,
     /// Most evaluations of one policy in flight [default: --workers].
     #[arg(long, env = "PORTCULLIS_MAX_WORKERS_PER_POLICY", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_workers_per_policy: Option<u32>,
@@ -119,6 +124,11 @@ pub struct PolicyServerArgs {
 }
 
 impl PolicyServerArgs {
+    /// Threads of the async runtime: `--io-threads`, or its default.
+    pub fn io_threads(&self) -> usize {
+        self.io_threads.map_or_else(default_io_threads, to_usize)
+    }
+
     /// The server configuration these flags describe.
     pub fn to_server_config(&self) -> ServerConfig {
         let tls = match (&self.cert_file, &self.key_file) {
@@ -218,6 +228,12 @@ mod tests {
         assert_eq!(config.header_read_timeout, Duration::from_secs(10));
         assert_eq!(config.keep_alive_timeout, Duration::from_secs(60));
         assert_eq!(config.max_connections, 1024);
+        assert_eq!(args.io_threads(), default_io_threads());
+        assert!(default_io_threads() >= 1 && default_io_threads() <= default_workers());
+
+        let args = PolicyServerArgs::try_parse_from(["policy-server", "--io-threads=3"]).unwrap();
+        assert_eq!(args.io_threads(), 3);
+        assert!(PolicyServerArgs::try_parse_from(["policy-server", "--io-threads=0"]).is_err());
 
         let args = PolicyServerArgs::try_parse_from([
             "policy-server",

@@ -136,3 +136,14 @@ impl ServerConfig {
 pub fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
+
+/// Threads of the async runtime by default: half the CPUs, at least 1.
+///
+/// Evaluations run on their own threads, one per CPU by default
+/// ([`default_workers`]); an async runtime with a thread per CPU on top of
+/// them puts two busy threads on every core, and the hand-offs between them
+/// then cost context switches. On 2 CPUs, one runtime thread served 9–15 %
+/// more requests a second than two (BENCHMARKS.md, "The request path").
+pub fn default_io_threads() -> usize {
+    (default_workers() / 2).max(1)
+}

@@ -8,6 +8,8 @@ fn main() -> anyhow::Result<()> {
     let args = PolicyServerArgs::parse();
     let config = args.to_server_config();
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.io_threads())
+        .thread_name("portcullis-io")
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
