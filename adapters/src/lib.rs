@@ -26,6 +26,7 @@
 //! own evaluation, bounded by [`GuestLimits`] and the deadline, and the caller
 //! gets a typed error.
 
+mod admission_text;
 mod cache;
 mod capabilities;
 mod component;
@@ -40,6 +41,7 @@ mod types;
 mod wapc;
 mod wasi_command;
 
+pub use admission_text::{AdmissionText, AdmissionTextError};
 pub use capabilities::{
     CallContext, CapabilityError, ContextResourceList, HostCapabilities, NoCapabilities,
 };

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::admission_text::AdmissionText;
 use crate::capabilities::HostCapabilities;
 
 pub use portcullis_config::ExecutionMode;
@@ -115,15 +116,29 @@ impl std::fmt::Debug for EvalContext {
 pub enum PolicyRequest {
     /// The `request` of an AdmissionReview: an AdmissionRequest in the API server's JSON form.
     Admission(Value),
+    /// The same, as the JSON text the API server sent: what the
+    /// policy-server evaluates. waPC policies get the text as it is; the
+    /// tree is built only for those that need one.
+    AdmissionText(AdmissionText),
     /// Any JSON document, for `validate_raw`. Only waPC policies accept it.
     Raw(Value),
 }
 
 impl PolicyRequest {
-    /// The JSON document, whatever the kind.
+    /// The JSON document, whatever the kind (built from the text on first use).
     pub fn json(&self) -> &Value {
         match self {
             PolicyRequest::Admission(v) | PolicyRequest::Raw(v) => v,
+            PolicyRequest::AdmissionText(text) => text.tree(),
+        }
+    }
+
+    /// The AdmissionRequest, as a tree; `None` for a raw request.
+    pub fn admission(&self) -> Option<&Value> {
+        match self {
+            PolicyRequest::Admission(v) => Some(v),
+            PolicyRequest::AdmissionText(text) => Some(text.tree()),
+            PolicyRequest::Raw(_) => None,
         }
     }
 }

@@ -91,22 +91,35 @@ struct RequestFacts {
 }
 
 impl RequestFacts {
-    fn of(endpoint: Endpoint, request: &Value) -> Self {
-        let text = |pointer: &str| request.pointer(pointer).and_then(Value::as_str);
-        let uid = text("/uid").unwrap_or_default().to_string();
-        match endpoint {
-            Endpoint::ValidateRaw => Self {
-                uid,
-                operation: "raw",
-                resource_kind: "",
-                namespace: None,
+    fn of(endpoint: Endpoint, request: &PolicyRequest) -> Self {
+        let raw = |uid: &str| Self {
+            uid: uid.to_string(),
+            operation: "raw",
+            resource_kind: "",
+            namespace: None,
+        };
+        match (endpoint, request) {
+            (Endpoint::ValidateRaw, _) | (_, PolicyRequest::Raw(_)) => raw(request
+                .json()
+                .pointer("/uid")
+                .and_then(Value::as_str)
+                .unwrap_or_default()),
+            // Read from the text's top level: no tree is built for this.
+            (_, PolicyRequest::AdmissionText(text)) => Self {
+                uid: text.uid().to_string(),
+                operation: labels::operation(text.operation()),
+                resource_kind: labels::resource_kind(text.kind()),
+                namespace: text.namespace().map(str::to_string),
             },
-            Endpoint::Validate | Endpoint::Audit => Self {
-                uid,
-                operation: labels::operation(text("/operation")),
-                resource_kind: labels::resource_kind(text("/kind/kind")),
-                namespace: text("/namespace").map(str::to_string),
-            },
+            (_, PolicyRequest::Admission(request)) => {
+                let text = |pointer: &str| request.pointer(pointer).and_then(Value::as_str);
+                Self {
+                    uid: text("/uid").unwrap_or_default().to_string(),
+                    operation: labels::operation(text("/operation")),
+                    resource_kind: labels::resource_kind(text("/kind/kind")),
+                    namespace: text("/namespace").map(str::to_string),
+                }
+            }
         }
     }
 }
@@ -123,7 +136,7 @@ pub async fn evaluate(
     state: &AppState,
     id: &str,
     endpoint: Endpoint,
-    request: Value,
+    request: PolicyRequest,
 ) -> Result<AdmissionResponse, ApiError> {
     let response = cap_response(answer(state, id, endpoint, request).await?);
     let span = tracing::Span::current();
@@ -136,7 +149,7 @@ async fn answer(
     state: &AppState,
     id: &str,
     endpoint: Endpoint,
-    request: Value,
+    request: PolicyRequest,
 ) -> Result<AdmissionResponse, ApiError> {
     let snapshot = state.policies.load_full();
     let policy = snapshot
@@ -192,18 +205,11 @@ async fn answer(
 
     let blocking_policy = Arc::clone(&policy);
     let outcome = on_worker(state, id, endpoint, &facts.uid, move || {
-        let policy_request = match endpoint {
-            Endpoint::ValidateRaw => PolicyRequest::Raw(request),
-            Endpoint::Validate | Endpoint::Audit => PolicyRequest::Admission(request),
-        };
         let verdict = blocking_policy.module.validate(
             &blocking_policy.eval_context(),
-            &policy_request,
+            &request,
             &blocking_policy.settings,
         );
-        let request = match policy_request {
-            PolicyRequest::Raw(v) | PolicyRequest::Admission(v) => v,
-        };
         (verdict, request)
     })
     .await?;
@@ -216,9 +222,12 @@ async fn answer(
         Ok((Ok(verdict), request)) => {
             labels.accepted = verdict.accepted.to_string();
             labels.mutated = verdict.mutated_object.is_some().to_string();
-            let original = match endpoint {
-                Endpoint::ValidateRaw => Some(&request),
-                Endpoint::Validate | Endpoint::Audit => request.get("object"),
+            // Only a mutation needs the original (for its patch), and only
+            // then is a request that came as text parsed into a tree.
+            let original = match (&verdict.mutated_object, endpoint) {
+                (None, _) => None,
+                (Some(_), Endpoint::ValidateRaw) => Some(request.json()),
+                (Some(_), Endpoint::Validate | Endpoint::Audit) => request.json().get("object"),
             };
             // Capped before it is logged: the log is bounded too.
             let verdict = cap_verdict(verdict);

@@ -165,7 +165,7 @@ impl ComponentModule {
         settings: &Settings,
         n: usize,
     ) -> Result<ValidationResponse, EvalError> {
-        let PolicyRequest::Admission(json) = request else {
+        let Some(json) = request.admission() else {
             return Err(EvalError::Unsupported(
                 "WIT component policies evaluate admission requests only; raw requests need a \
                  waPC policy"

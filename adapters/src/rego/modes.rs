@@ -71,7 +71,7 @@ pub(crate) fn prepare(
             })
         }
         RegoMode::Gatekeeper => {
-            let PolicyRequest::Admission(review) = request else {
+            let Some(review) = request.admission() else {
                 return Err(EvalError::Unsupported(
                     "Gatekeeper policies evaluate admission requests only, not raw requests".into(),
                 ));
@@ -273,7 +273,9 @@ fn apply_patch(
     let patch: json_patch::Patch = serde_json::from_slice(&bytes)
         .map_err(|e| EvalError::MalformedOutput(format!("`patch` is not a JSON patch: {e}")))?;
     let mut object = match request {
-        PolicyRequest::Admission(r) => r.get("object").cloned().unwrap_or(Value::Null),
+        PolicyRequest::Admission(_) | PolicyRequest::AdmissionText(_) => {
+            request.json().get("object").cloned().unwrap_or(Value::Null)
+        }
         PolicyRequest::Raw(r) => r.clone(),
     };
     json_patch::patch(&mut object, &patch).map_err(|e| {

@@ -279,22 +279,28 @@ pub(crate) fn validate_payload(
     let mut msg = Vec::with_capacity(1024 + settings.json().len());
     msg.extend_from_slice(br#"{"request":"#);
     let invalid = |e: serde_json::Error| EvalError::InvalidRequest(e.to_string());
-    match request {
+    if let PolicyRequest::AdmissionText(text) = request
+        && text.spliceable()
+    {
+        // The text as the API server sent it: no tree is built, parsed or
+        // serialised for the common case.
+        msg.reserve(text.text().len());
+        msg.extend_from_slice(text.text().as_bytes());
+    } else if let Some(serde_json::Value::Object(fields)) = request.admission()
+        && fields
+            .iter()
+            .any(|(k, v)| v.is_null() && k != "object" && k != "oldObject")
+    {
         // Kubewarden's SDKs accept an explicit null only for the objects; the
         // API server omits empty fields, but other clients send nulls.
-        PolicyRequest::Admission(serde_json::Value::Object(fields))
-            if fields
-                .iter()
-                .any(|(k, v)| v.is_null() && k != "object" && k != "oldObject") =>
-        {
-            let kept: serde_json::Map<_, _> = fields
-                .iter()
-                .filter(|(k, v)| !v.is_null() || *k == "object" || *k == "oldObject")
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            serde_json::to_writer(&mut msg, &kept).map_err(invalid)?;
-        }
-        other => serde_json::to_writer(&mut msg, other.json()).map_err(invalid)?,
+        let kept: serde_json::Map<_, _> = fields
+            .iter()
+            .filter(|(k, v)| !v.is_null() || *k == "object" || *k == "oldObject")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        serde_json::to_writer(&mut msg, &kept).map_err(invalid)?;
+    } else {
+        serde_json::to_writer(&mut msg, request.json()).map_err(invalid)?;
     }
     msg.extend_from_slice(br#","settings":"#);
     msg.extend_from_slice(settings.json().as_bytes());
@@ -309,4 +315,46 @@ pub(crate) fn parse_validation_response(bytes: &[u8]) -> Result<ValidationRespon
             "validate answer is not a validation response ({e}); it starts with {shown:?}"
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::value::RawValue;
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::AdmissionText;
+
+    fn text(source: &str) -> PolicyRequest {
+        let raw = RawValue::from_string(source.to_string()).unwrap();
+        PolicyRequest::AdmissionText(AdmissionText::new(raw).unwrap())
+    }
+
+    #[test]
+    fn the_request_text_is_spliced_as_it_came() {
+        let source = r#"{"uid":"u", "object" : {"b":1,"a":[1.50,2]},"oldObject":null}"#;
+        let settings = Settings::new(json!({"x": 1}));
+        let payload = validate_payload(&text(source), &settings).unwrap();
+        assert_eq!(
+            String::from_utf8(payload).unwrap(),
+            format!(r#"{{"request":{source},"settings":{{"x":1}}}}"#)
+        );
+    }
+
+    #[test]
+    fn a_request_text_with_nulls_goes_through_the_tree() {
+        let settings = Settings::new(json!({}));
+        let payload = validate_payload(
+            &text(r#"{"uid":"u","dryRun":null,"object":null}"#),
+            &settings,
+        )
+        .unwrap();
+        let payload: Value = serde_json::from_slice(&payload).unwrap();
+        assert_eq!(payload["request"], json!({"uid": "u", "object": null}));
+        // Same answer as for the tree.
+        let tree = PolicyRequest::Admission(json!({"uid":"u","dryRun":null,"object":null}));
+        let from_tree: Value =
+            serde_json::from_slice(&validate_payload(&tree, &settings).unwrap()).unwrap();
+        assert_eq!(payload, from_tree);
+    }
 }

@@ -54,7 +54,7 @@ pub(super) async fn answer(
     state: &AppState,
     group: Arc<LoadedGroup>,
     endpoint: Endpoint,
-    request: serde_json::Value,
+    request: PolicyRequest,
     facts: RequestFacts,
     mut labels: EvaluationLabels,
 ) -> Result<AdmissionResponse, ApiError> {
@@ -65,10 +65,6 @@ pub(super) async fn answer(
 
     let job_group = Arc::clone(&group);
     let outcome = on_worker(state, id, endpoint, &facts.uid, move || {
-        let request = match endpoint {
-            Endpoint::ValidateRaw => PolicyRequest::Raw(request),
-            Endpoint::Validate | Endpoint::Audit => PolicyRequest::Admission(request),
-        };
         run_group(&job_group, request)
     })
     .await?;

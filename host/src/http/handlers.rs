@@ -14,6 +14,10 @@ use serde_json::{Map, Value};
 
 use super::api_error::{ApiError, json_response};
 use super::body::{LimitedBody, read_limited};
+use portcullis_adapters::{AdmissionText, PolicyRequest};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
 use crate::admission::{ADMISSION_API_VERSION, ADMISSION_KIND, AdmissionReviewResponse};
 use crate::evaluation::{AppState, Endpoint, evaluate};
 use crate::policy_set::PolicyState;
@@ -51,7 +55,13 @@ pub(crate) async fn validate_raw(
         let request = document
             .remove("request")
             .ok_or_else(|| ApiError::bad_request("the body has no \"request\" member"))?;
-        evaluate(&state, &id, Endpoint::ValidateRaw, request).await
+        evaluate(
+            &state,
+            &id,
+            Endpoint::ValidateRaw,
+            PolicyRequest::Raw(request),
+        )
+        .await
     }
     .await;
     match result {
@@ -64,8 +74,8 @@ async fn review(state: &AppState, id: PolicyId, request: Request, endpoint: Endp
     let result = async {
         let id = policy_id(id)?;
         let body = body(state, request).await?;
-        let request = admission_request(json_object(body.bytes.clone())?)?;
-        evaluate(state, &id, endpoint, request).await
+        let request = admission_request(&body.bytes)?;
+        evaluate(state, &id, endpoint, PolicyRequest::AdmissionText(request)).await
     }
     .await;
     match result {
@@ -104,16 +114,40 @@ fn json_object(body: Bytes) -> Result<Map<String, Value>, ApiError> {
     }
 }
 
-/// Checks the AdmissionReview envelope and returns its `request`.
-fn admission_request(mut review: Map<String, Value>) -> Result<Value, ApiError> {
-    let api_version = review.get("apiVersion").and_then(Value::as_str);
+/// The members of an AdmissionReview envelope. The request stays text: it
+/// is checked to be well-formed JSON but no tree is built for it.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(rename = "apiVersion", borrow, default)]
+    api_version: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    request: Option<&'a RawValue>,
+}
+
+/// Checks the AdmissionReview envelope in `body` and returns its `request`.
+fn admission_request(body: &[u8]) -> Result<AdmissionText, ApiError> {
+    let start = body.iter().position(|b| !b.is_ascii_whitespace());
+    match start.map(|i| body[i]) {
+        None => return Err(ApiError::bad_request("request body is empty")),
+        Some(b'{') => {}
+        Some(_) => return Err(ApiError::bad_request("request body must be a JSON object")),
+    }
+    let review: Envelope<'_> = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
+    let string =
+        |raw: Option<&RawValue>| raw.and_then(|r| serde_json::from_str::<String>(r.get()).ok());
+    let api_version = string(review.api_version);
+    let api_version = api_version.as_deref();
     if api_version != Some(ADMISSION_API_VERSION) {
         return Err(ApiError::bad_request(format!(
             "unsupported apiVersion {}: expected {ADMISSION_API_VERSION}",
             api_version.map_or("(missing)".to_string(), |v| format!("{v:?}"))
         )));
     }
-    let kind = review.get("kind").and_then(Value::as_str);
+    let kind = string(review.kind);
+    let kind = kind.as_deref();
     if kind != Some(ADMISSION_KIND) {
         return Err(ApiError::bad_request(format!(
             "unsupported kind {}: expected {ADMISSION_KIND}",
@@ -121,20 +155,10 @@ fn admission_request(mut review: Map<String, Value>) -> Result<Value, ApiError> 
         )));
     }
     let request = review
-        .remove("request")
-        .filter(|r| !r.is_null())
+        .request
+        .filter(|r| r.get() != "null")
         .ok_or_else(|| ApiError::bad_request("the AdmissionReview has no request"))?;
-    if !request.is_object() {
-        return Err(ApiError::bad_request("request must be an object"));
-    }
-    if request
-        .get("uid")
-        .and_then(Value::as_str)
-        .is_none_or(str::is_empty)
-    {
-        return Err(ApiError::bad_request("request.uid is missing"));
-    }
-    Ok(request)
+    AdmissionText::new(request.to_owned()).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
 #[derive(Serialize)]
@@ -301,7 +325,11 @@ mod tests {
     #[test]
     fn envelope_checks() {
         let good = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"uid": "u"}});
-        assert_eq!(admission_request(map(good)).unwrap(), json!({"uid": "u"}));
+        let bytes = |v: Value| serde_json::to_vec(&map(v)).unwrap();
+        assert_eq!(
+            admission_request(&bytes(good)).unwrap().tree(),
+            &json!({"uid": "u"})
+        );
         let cases = [
             (
                 json!({"apiVersion": "admission.k8s.io/v1beta1", "kind": "AdmissionReview", "request": {"uid": "u"}}),
@@ -325,13 +353,26 @@ mod tests {
             ),
         ];
         for (doc, needle) in cases {
-            let err = admission_request(map(doc)).unwrap_err();
+            let err = admission_request(&bytes(doc)).unwrap_err();
             assert_eq!(err.status, StatusCode::BAD_REQUEST);
             assert!(
                 err.message.contains(needle),
                 "{} should mention {needle}",
                 err.message
             );
+        }
+    }
+
+    #[test]
+    fn envelope_body_checks() {
+        for (body, needle) in [
+            (&b"  "[..], "empty"),
+            (b"{nope", "malformed JSON"),
+            (b"[1]", "object"),
+            (b" 7", "object"),
+        ] {
+            let err = admission_request(body).unwrap_err();
+            assert!(err.message.contains(needle), "{}", err.message);
         }
     }
 
@@ -405,6 +446,9 @@ mod tests {
             /// Any bytes: a JSON object or a 400, never a panic.
             #[test]
             fn any_body_parses_or_is_a_bad_request(body in prop::collection::vec(any::<u8>(), 0..256)) {
+                if let Err(e) = admission_request(&body) {
+                    prop_assert_eq!(e.status, StatusCode::BAD_REQUEST);
+                }
                 match json_object(Bytes::from(body)) {
                     Ok(map) => prop_assert!(map.len() < 256),
                     Err(e) => prop_assert_eq!(e.status, StatusCode::BAD_REQUEST),
@@ -438,11 +482,11 @@ mod tests {
                     });
                 // Through the bytes, as the handler sees it.
                 let bytes = Bytes::from(serde_json::to_vec(&review).unwrap());
-                let result = json_object(bytes).and_then(admission_request);
+                let result = admission_request(&bytes);
                 match result {
                     Ok(parsed) => {
                         prop_assert!(valid, "accepted an invalid envelope: {:?}", review);
-                        prop_assert_eq!(Some(parsed), request);
+                        prop_assert_eq!(Some(parsed.tree().clone()), request);
                     }
                     Err(e) => {
                         prop_assert!(!valid, "rejected a valid envelope: {}", e.message);

@@ -165,7 +165,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             .unwrap_or_default()
             .to_string();
         let original = match &request {
-            PolicyRequest::Admission(r) => r.get("object").filter(|o| !o.is_null()).cloned(),
+            PolicyRequest::Admission(_) | PolicyRequest::AdmissionText(_) => request
+                .json()
+                .get("object")
+                .filter(|o| !o.is_null())
+                .cloned(),
             PolicyRequest::Raw(r) => Some(r.clone()),
         };
         let verdict = loaded.validate(&ctx, &request, &settings)?;
