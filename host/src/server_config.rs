@@ -142,7 +142,7 @@ pub fn default_workers() -> usize {
 /// Evaluations run on their own threads, one per CPU by default
 /// ([`default_workers`]); an async runtime with a thread per CPU on top of
 /// them puts two busy threads on every core, and the hand-offs between them
-/// then cost context switches. On 2 CPUs, one runtime thread served 9–15 %
+/// then cost context switches. On 2 CPUs, one runtime thread served about 9 %
 /// more requests a second than two (BENCHMARKS.md, "The request path").
 pub fn default_io_threads() -> usize {
     (default_workers() / 2).max(1)
