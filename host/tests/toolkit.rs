@@ -459,6 +459,30 @@ fn bench_reports_fresh_and_warm_calls() {
     );
 }
 
+/// `portcullis … | head` ends the CLI quietly, without a panic.
+#[cfg(unix)]
+#[test]
+fn a_closed_stdout_ends_the_cli_without_a_panic() {
+    use std::os::unix::process::ExitStatusExt as _;
+    use std::process::Stdio;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["completions", "bash"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader goes away before the CLI has written anything.
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        output.status.success() || output.status.signal() == Some(libc::SIGPIPE),
+        "{:?}: {stderr}",
+        output.status
+    );
+}
+
 #[test]
 fn completions_for_each_shell() {
     for shell in ["bash", "zsh", "fish"] {

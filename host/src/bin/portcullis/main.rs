@@ -112,6 +112,14 @@ fn compiled_cache(cli: &Cli) -> Option<PathBuf> {
 }
 
 fn main() -> ExitCode {
+    // End quietly when whoever reads stdout goes away (`portcullis … | head`),
+    // as Unix tools do: Rust ignores SIGPIPE, and `println!` then panics.
+    // SAFETY: first thing in main, before any other thread exists; SIG_DFL
+    // is a valid disposition for SIGPIPE.
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let _ = inputs::COMPILED_CACHE.set(compiled_cache(&cli));
     let logging = portcullis_telemetry::init(&portcullis_telemetry::TelemetryOptions {
