@@ -272,11 +272,9 @@ fn apply_patch(
         .map_err(|e| EvalError::MalformedOutput(format!("`patch` is not base64: {e}")))?;
     let patch: json_patch::Patch = serde_json::from_slice(&bytes)
         .map_err(|e| EvalError::MalformedOutput(format!("`patch` is not a JSON patch: {e}")))?;
-    let mut object = match request {
-        PolicyRequest::Admission(_) | PolicyRequest::AdmissionText(_) => {
-            request.json().get("object").cloned().unwrap_or(Value::Null)
-        }
-        PolicyRequest::Raw(r) => r.clone(),
+    let mut object = match request.admission() {
+        Some(r) => r.get("object").cloned().unwrap_or(Value::Null),
+        None => request.json().clone(),
     };
     json_patch::patch(&mut object, &patch).map_err(|e| {
         EvalError::MalformedOutput(format!("`patch` does not apply to the object: {e}"))

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use portcullis_adapters::{EvalContext, PolicyRequest};
+use portcullis_adapters::EvalContext;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -164,13 +164,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string();
-        let original = match &request {
-            PolicyRequest::Admission(_) | PolicyRequest::AdmissionText(_) => request
-                .json()
-                .get("object")
-                .filter(|o| !o.is_null())
-                .cloned(),
-            PolicyRequest::Raw(r) => Some(r.clone()),
+        let original = match request.admission() {
+            Some(r) => r.get("object").filter(|o| !o.is_null()).cloned(),
+            None => Some(request.json().clone()),
         };
         let verdict = loaded.validate(&ctx, &request, &settings)?;
         Ok(build_admission_response(&uid, original.as_ref(), verdict))
