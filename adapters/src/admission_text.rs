@@ -12,6 +12,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::ops::Range;
 use std::sync::OnceLock;
 
 use serde::Deserialize;
@@ -22,6 +23,30 @@ use serde_json::value::RawValue;
 /// Members that Kubewarden's SDKs accept as an explicit `null`; a `null`
 /// anywhere else at the top level must be left out of a waPC payload.
 const NULLABLE_MEMBERS: [&str; 2] = ["object", "oldObject"];
+
+/// The members of `admissionv1.AdmissionRequest`, whose text the pass over
+/// the top level records, so that [`AdmissionText::member`] needs no second
+/// pass over the objects.
+const MEMBERS: [&str; 15] = [
+    "uid",
+    "kind",
+    "resource",
+    "subResource",
+    "requestKind",
+    "requestResource",
+    "requestSubResource",
+    "name",
+    "namespace",
+    "operation",
+    "userInfo",
+    "object",
+    "oldObject",
+    "dryRun",
+    "options",
+];
+
+/// Where each of [`MEMBERS`] is in the text, as a byte range.
+type Spans = [Option<Range<usize>>; MEMBERS.len()];
 
 /// Why a text is not an AdmissionRequest the host can serve.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -49,6 +74,8 @@ pub struct AdmissionText {
     /// The text can be a waPC payload's `request` as it is: no top-level
     /// member repeats, and none but the objects is `null`.
     spliceable: bool,
+    /// Boxed: a request is passed around by value, spans are read rarely.
+    members: Box<Spans>,
     tree: OnceLock<Value>,
 }
 
@@ -74,7 +101,7 @@ impl AdmissionText {
         }
         let mut de = serde_json::Deserializer::from_str(text.get());
         let top = (&mut de)
-            .deserialize_map(TopLevelVisitor)
+            .deserialize_map(TopLevelVisitor { text: text.get() })
             .map_err(|e| AdmissionTextError::Malformed(e.to_string()))?;
         let uid = top
             .uid
@@ -86,6 +113,7 @@ impl AdmissionText {
             kind: top.kind,
             namespace: top.namespace,
             spliceable: top.spliceable,
+            members: top.members,
             text,
             tree: OnceLock::new(),
         })
@@ -121,6 +149,15 @@ impl AdmissionText {
         self.spliceable
     }
 
+    /// The JSON text of the top-level member `name`, as received (the last
+    /// one if it repeats, as in the tree), for the members of
+    /// `admissionv1.AdmissionRequest`; `None` if absent or not one of them.
+    pub fn member(&self, name: &str) -> Option<&str> {
+        let at = MEMBERS.iter().position(|m| *m == name)?;
+        let span = self.members[at].clone()?;
+        self.text.get().get(span)
+    }
+
     /// The request as a tree, parsed on first use.
     pub fn tree(&self) -> &Value {
         self.tree.get_or_init(|| {
@@ -137,11 +174,24 @@ struct TopLevel {
     kind: Option<String>,
     namespace: Option<String>,
     spliceable: bool,
+    members: Box<Spans>,
 }
 
-struct TopLevelVisitor;
+struct TopLevelVisitor<'t> {
+    /// The text being read, to locate the members' values in it.
+    text: &'t str,
+}
 
-impl<'de> Visitor<'de> for TopLevelVisitor {
+impl TopLevelVisitor<'_> {
+    /// Where `raw`, borrowed from the text being read, is in it.
+    fn span(&self, raw: &str) -> Option<Range<usize>> {
+        let start = (raw.as_ptr() as usize).checked_sub(self.text.as_ptr() as usize)?;
+        let span = start..start + raw.len();
+        (self.text.get(span.clone()) == Some(raw)).then_some(span)
+    }
+}
+
+impl<'de> Visitor<'de> for TopLevelVisitor<'_> {
     type Value = TopLevel;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -155,6 +205,7 @@ impl<'de> Visitor<'de> for TopLevelVisitor {
             kind: None,
             namespace: None,
             spliceable: true,
+            members: Default::default(),
         };
         // A request has about fifteen members: a list beats a set here.
         let mut seen: Vec<Cow<'de, str>> = Vec::with_capacity(16);
@@ -168,6 +219,9 @@ impl<'de> Visitor<'de> for TopLevelVisitor {
                 top.spliceable = false;
             }
             // Last one wins, as in a `serde_json::Value` map.
+            if let Some(at) = MEMBERS.iter().position(|m| *m == key) {
+                top.members[at] = self.span(raw);
+            }
             match key.as_ref() {
                 "uid" => top.uid = string(raw),
                 "operation" => top.operation = string(raw),
@@ -263,6 +317,22 @@ mod tests {
         assert_eq!(request.kind(), None);
         assert_eq!(request.operation(), None);
         assert_eq!(request.namespace(), None);
+    }
+
+    #[test]
+    fn members_are_their_text_as_received() {
+        let request =
+            text(r#"{"uid":"u","object":{ "a" : [1, 2] },"oldObject":null,"\u006eame":"n","x":1}"#)
+                .unwrap();
+        assert_eq!(request.member("uid"), Some(r#""u""#));
+        assert_eq!(request.member("object"), Some(r#"{ "a" : [1, 2] }"#));
+        assert_eq!(request.member("oldObject"), Some("null"));
+        assert_eq!(request.member("name"), Some(r#""n""#));
+        assert_eq!(request.member("options"), None);
+        // Not a member of admissionv1.AdmissionRequest.
+        assert_eq!(request.member("x"), None);
+        let repeated = text(r#"{"uid":"u","name":"a","name":"b"}"#).unwrap();
+        assert_eq!(repeated.member("name"), Some(r#""b""#));
     }
 
     #[test]

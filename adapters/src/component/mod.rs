@@ -165,15 +165,22 @@ impl ComponentModule {
         settings: &Settings,
         n: usize,
     ) -> Result<ValidationResponse, EvalError> {
-        let Some(json) = request.admission() else {
-            return Err(EvalError::Unsupported(
-                "WIT component policies evaluate admission requests only; raw requests need a \
-                 waPC policy"
-                    .into(),
-            ));
+        let request = match request {
+            PolicyRequest::AdmissionText(text) if text.spliceable() => {
+                convert::admission_request_text(text)?
+            }
+            PolicyRequest::Admission(json) => convert::admission_request(json)?,
+            PolicyRequest::AdmissionText(text) => convert::admission_request(text.tree())?,
+            PolicyRequest::Raw(_) => {
+                return Err(EvalError::Unsupported(
+                    "WIT component policies evaluate admission requests only; raw requests \
+                     need a waPC policy"
+                        .into(),
+                ));
+            }
         };
         let request = bindings::portcullis::policy::types::ValidationRequest {
-            request: convert::admission_request(json)?,
+            request,
             settings: settings.json().to_string(),
         };
         let (mut store, policy) = self.instantiate(limits, ctx)?;
