@@ -103,15 +103,19 @@ impl AdmissionText {
         let top = (&mut de)
             .deserialize_map(TopLevelVisitor { text: text.get() })
             .map_err(|e| AdmissionTextError::Malformed(e.to_string()))?;
-        let uid = top
-            .uid
+        let member = |name| member_text(text.get(), &top.members, name);
+        let uid = member("uid")
+            .and_then(string)
             .filter(|uid| !uid.is_empty())
             .ok_or(AdmissionTextError::MissingUid)?;
+        let kind = member("kind")
+            .and_then(|raw| serde_json::from_str::<GroupVersionKind>(raw).ok())
+            .and_then(|gvk| gvk.kind);
         Ok(Self {
             uid,
-            operation: top.operation,
-            kind: top.kind,
-            namespace: top.namespace,
+            operation: member("operation").and_then(string),
+            kind,
+            namespace: member("namespace").and_then(string),
             spliceable: top.spliceable,
             members: top.members,
             text,
@@ -153,9 +157,7 @@ impl AdmissionText {
     /// one if it repeats, as in the tree), for the members of
     /// `admissionv1.AdmissionRequest`; `None` if absent or not one of them.
     pub fn member(&self, name: &str) -> Option<&str> {
-        let at = MEMBERS.iter().position(|m| *m == name)?;
-        let span = self.members[at].clone()?;
-        self.text.get().get(span)
+        member_text(self.text.get(), &self.members, name)
     }
 
     /// The request as a tree, parsed on first use.
@@ -167,12 +169,19 @@ impl AdmissionText {
     }
 }
 
+/// Where member `name` is in [`MEMBERS`].
+fn member_index(name: &str) -> Option<usize> {
+    MEMBERS.iter().position(|m| *m == name)
+}
+
+/// The text of member `name`, located by `members` in `text`.
+fn member_text<'t>(text: &'t str, members: &Spans, name: &str) -> Option<&'t str> {
+    let span = members[member_index(name)?].clone()?;
+    text.get(span)
+}
+
 /// What the single pass over the top level finds.
 struct TopLevel {
-    uid: Option<String>,
-    operation: Option<String>,
-    kind: Option<String>,
-    namespace: Option<String>,
     spliceable: bool,
     members: Box<Spans>,
 }
@@ -200,10 +209,6 @@ impl<'de> Visitor<'de> for TopLevelVisitor<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TopLevel, A::Error> {
         let mut top = TopLevel {
-            uid: None,
-            operation: None,
-            kind: None,
-            namespace: None,
             spliceable: true,
             members: Default::default(),
         };
@@ -219,19 +224,8 @@ impl<'de> Visitor<'de> for TopLevelVisitor<'_> {
                 top.spliceable = false;
             }
             // Last one wins, as in a `serde_json::Value` map.
-            if let Some(at) = MEMBERS.iter().position(|m| *m == key) {
+            if let Some(at) = member_index(&key) {
                 top.members[at] = self.span(raw);
-            }
-            match key.as_ref() {
-                "uid" => top.uid = string(raw),
-                "operation" => top.operation = string(raw),
-                "namespace" => top.namespace = string(raw),
-                "kind" => {
-                    top.kind = serde_json::from_str::<GroupVersionKind>(raw)
-                        .ok()
-                        .and_then(|gvk| gvk.kind)
-                }
-                _ => {}
             }
             seen.push(key);
         }
