@@ -19,6 +19,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use reqwest_oci as reqwest;
+
+mod refusal;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
@@ -30,7 +32,8 @@ const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 /// Longest message kept in a report result (a report holds one result per
 /// policy and must stay well under the API server's object size limit).
 pub const MAX_MESSAGE_LEN: usize = 4096;
-/// Attempts for one evaluation when the policy-server cannot be reached.
+/// Attempts for one evaluation when the policy-server cannot be reached,
+/// or closed the connection before the request was written to it.
 const CONNECT_ATTEMPTS: u32 = 3;
 /// Attempts for one evaluation when the policy-server answers busy (429,
 /// 503: its workers, shared with admission, stayed taken). A saturated
@@ -107,6 +110,7 @@ pub enum Verdict {
 pub struct PolicyServerClient {
     http: reqwest::Client,
     namespace: String,
+    refusal: refusal::RefusalProbe,
 }
 
 #[derive(Deserialize)]
@@ -173,18 +177,22 @@ impl PolicyServerClient {
             None => builder.with_no_client_auth(),
         };
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let mut overrides = Vec::new();
         let mut http = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
+            .tls_backend_preconfigured(tls.clone())
             .http1_only()
             .no_proxy()
             .pool_idle_timeout(Duration::from_secs(30))
             .connect_timeout(Duration::from_secs(5));
         for (policy_server, addr) in &options.address_overrides {
-            http = http.resolve(&service_host(policy_server, &options.namespace), *addr);
+            let host = service_host(policy_server, &options.namespace);
+            http = http.resolve(&host, *addr);
+            overrides.push((host, *addr));
         }
         Ok(Self {
             http: http.build()?,
             namespace: options.namespace.clone(),
+            refusal: refusal::RefusalProbe::new(tls, overrides),
         })
     }
 
@@ -204,7 +212,9 @@ impl PolicyServerClient {
         );
         let mut attempt = 0;
         loop {
-            let (verdict, retry) = self.attempt(&url, body.clone(), timeout).await;
+            let (verdict, retry) = self
+                .attempt(policy_server, &url, body.clone(), timeout)
+                .await;
             attempt += 1;
             let limit = match retry {
                 Retry::No => return verdict,
@@ -222,7 +232,13 @@ impl PolicyServerClient {
         }
     }
 
-    async fn attempt(&self, url: &str, body: bytes::Bytes, timeout: Duration) -> (Verdict, Retry) {
+    async fn attempt(
+        &self,
+        policy_server: &str,
+        url: &str,
+        body: bytes::Bytes,
+        timeout: Duration,
+    ) -> (Verdict, Retry) {
         let sent = self
             .http
             .post(url)
@@ -233,6 +249,18 @@ impl PolicyServerClient {
             .await;
         let response = match sent {
             Ok(r) => r,
+            Err(e) if never_sent(&e) => {
+                let host = service_host(policy_server, &self.namespace);
+                if let Some(refusal) = self.refusal.refusal(&host).await {
+                    let message =
+                        format!("{url}: the policy-server refused the connection: {refusal}");
+                    return (Verdict::Error(message), Retry::No);
+                }
+                return (
+                    Verdict::Error(format!("{url}: {}", error_chain(&e))),
+                    Retry::Connect,
+                );
+            }
             Err(e) => {
                 let retry = if e.is_connect() {
                     Retry::Connect
@@ -296,6 +324,23 @@ async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, String>
         body.extend_from_slice(&chunk);
     }
     Ok(body)
+}
+
+/// Whether hyper dropped the request before writing any of it: the
+/// connection ended between the handshake and the first write (see
+/// [`refusal`] for why that happens with mutual TLS). Such a request is safe
+/// to repeat.
+fn never_sent(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = e.source();
+    while let Some(s) = source {
+        if s.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_canceled)
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// An error with its sources (reqwest's Display alone says only "error
