@@ -25,6 +25,9 @@
 # pod-privileged.json, then wrk -t1 -c64 on deployment-30kb.json; ROUNDS
 # rounds (default 3), the binaries alternating within each round; a fresh
 # server and a 2 s warm-up before every measured run; medians.
+# SMALL_CONNECTIONS (default 8) sets wrk's connections for pod-privileged.json:
+# 1 measures an unsaturated server: each request waits for the previous
+# answer, so req/s is 1 / latency.
 # SCENARIOS=soak: peak req/s (wrk -t1 -c8, PEAK_SECONDS, HTTPS, waPC sample),
 # then vegeta at half that rate for SOAK_SECONDS (default 600), the server's
 # VmRSS every 10 s, and the count of non-2xx responses and errors (must be 0).
@@ -45,6 +48,7 @@ LARGE_FIXTURE="${LARGE_FIXTURE:-$ROOT/tests/fixtures/deployment-30kb.json}"
 POLICIES="$ROOT/target/policies"
 SCENARIOS="${SCENARIOS:-all}"
 ROUNDS="${ROUNDS:-3}"
+SMALL_CONNECTIONS="${SMALL_CONNECTIONS:-8}"
 WARMUP_SECONDS="${WARMUP_SECONDS:-2}"
 PEAK_SECONDS="${PEAK_SECONDS:-10}"
 SOAK_SECONDS="${SOAK_SECONDS:-600}"
@@ -284,7 +288,7 @@ results_of() {
 # measure LABEL PATH MODULE SCHEME SIZE ROUND: a fresh server, the verdict, a
 # warm-up, the measured wrk run; appends a line to $WORK/results.
 measure() {
-  local label="$1" module="$3" scheme="$4" size="$5" round="$6" tls=no conns=8 lua="$WORK/post.lua" fixture="$FIXTURE"
+  local label="$1" module="$3" scheme="$4" size="$5" round="$6" tls=no conns="$SMALL_CONNECTIONS" lua="$WORK/post.lua" fixture="$FIXTURE"
   BIN="$2"
   [[ "$scheme" == https ]] && tls=yes
   if [[ "$size" == large ]]; then conns=64 lua="$WORK/post-large.lua" fixture="$LARGE_FIXTURE"; fi
@@ -413,7 +417,7 @@ bench_request_path() {
 
   TABLE_ERRORS=0
   echo
-  echo "Request path: $(basename "$FIXTURE") ($(stat -c %s "$FIXTURE") B), wrk -t1 -c8 -d${DURATION}s, keep-alive, $ROUNDS rounds, $(nproc) CPUs"
+  echo "Request path: $(basename "$FIXTURE") ($(stat -c %s "$FIXTURE") B), wrk -t1 -c$SMALL_CONNECTIONS -d${DURATION}s, keep-alive, $ROUNDS rounds, $(nproc) CPUs"
   echo
   table small
   echo

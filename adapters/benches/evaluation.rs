@@ -5,6 +5,10 @@
 //!   request's text ([`AdmissionText`]), a new Store and instance from the
 //!   module's InstancePre, pooling allocator, the call;
 //! - `fresh/<abi>/on-demand`: the same with the on-demand allocator;
+//! - `fresh/<abi>/pooling/to-verdict` (waPC and components): the time until
+//!   [`LoadedModule::validate_then`] hands the verdict over, which is when the
+//!   server can answer; the instance's teardown comes after, on the same
+//!   thread, outside the measured time (the `fresh` row includes it);
 //! - `reused/<abi>`: one warm instance for every call, the request read
 //!   once: the lower bound;
 //! - `read-request`: reading the request alone, part of every `fresh` row.
@@ -105,6 +109,22 @@ fn evaluation(c: &mut Criterion) {
                         .unwrap()
                 })
             });
+            if allocator == "pooling" && (abi == "wapc" || abi == "component") {
+                group.bench_function(format!("fresh/{abi}/pooling/to-verdict"), |b| {
+                    b.iter_custom(|iters| {
+                        let mut to_verdict = Duration::ZERO;
+                        for _ in 0..iters {
+                            let started = Instant::now();
+                            let request = read_request(&text);
+                            module.validate_then(&ctx, &request, &settings, |verdict| {
+                                to_verdict += started.elapsed();
+                                verdict.unwrap()
+                            });
+                        }
+                        to_verdict
+                    })
+                });
+            }
         }
         let module = load(&pooled, abi);
         group.bench_function(format!("reused/{abi}"), |b| {

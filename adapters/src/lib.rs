@@ -37,6 +37,7 @@ mod guest_log;
 mod limits;
 mod metadata;
 mod rego;
+mod retired;
 mod types;
 mod wapc;
 mod wasi_command;

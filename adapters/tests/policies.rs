@@ -253,6 +253,59 @@ fn every_evaluation_gets_a_fresh_instance() {
     }
 }
 
+/// Evaluates inside the hand-over of the evaluation before, until one
+/// cannot get an instance; answers how deep that was (`None`: 4 deep, all
+/// served).
+fn depth_of_first_refusal(module: &LoadedModule, depth: usize) -> Option<(usize, EvalError)> {
+    if depth > 4 {
+        return None;
+    }
+    let request = common::fixture("pod-privileged");
+    module.validate_then(
+        &ctx(),
+        &request,
+        &Settings::default(),
+        |verdict| match verdict {
+            Ok(verdict) => {
+                assert!(!verdict.accepted);
+                depth_of_first_refusal(module, depth + 1)
+            }
+            Err(error) => Some((depth, error)),
+        },
+    )
+}
+
+/// `validate_then` hands the verdict over while the instance still holds
+/// its pool slot, and returns it before it returns. In a pool sized for one
+/// component (and two linear memories), evaluations nested in the hand-over
+/// run out of instances: the second component, the third waPC module. With
+/// the teardown before the hand-over they would never run out. After them,
+/// the pool serves again.
+#[test]
+fn the_verdict_is_handed_over_before_the_instance_is_torn_down() {
+    let engine = PolicyEngine::new(EngineConfig {
+        max_instances: 1,
+        ..Default::default()
+    })
+    .unwrap();
+    for (abi, expected) in [("wapc", 3), ("component", 2)] {
+        let module = engine
+            .load(&common::policy_bytes(&format!("pod-privileged-{abi}")))
+            .unwrap();
+        let (depth, error) = depth_of_first_refusal(&module, 1)
+            .unwrap_or_else(|| panic!("{abi}: four live instances in a pool of one"));
+        assert_eq!(depth, expected, "{abi}: {error}");
+        assert!(
+            matches!(error, EvalError::Instantiation(_)) && error.to_string().contains("limit"),
+            "{abi}: {error}"
+        );
+        let verdict = module
+            .validate(&ctx(), &fixture("pod-privileged"), &Settings::default())
+            .unwrap();
+        assert!(!verdict.accepted, "{abi}: the pool is free again");
+    }
+}
+
 /// Run a bad guest, then check that the engine still serves a good one.
 fn assert_contained(abi: &str, behaviour: &str, deadline: Duration) -> EvalError {
     let (policy, settings) = adversarial(abi, behaviour);

@@ -26,7 +26,7 @@ use crate::admission::{
 use crate::http::ApiError;
 use crate::metrics::{EvaluationLabels, Metrics, labels};
 use crate::policy_set::{PolicySet, PolicyState};
-use crate::scheduler::{RequestClass, ScheduleError, Scheduler};
+use crate::scheduler::{Delivery, RequestClass, ScheduleError, Scheduler};
 
 /// Which endpoint a request came through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,13 +204,17 @@ async fn answer(
     }
 
     let blocking_policy = Arc::clone(&policy);
-    let outcome = on_worker(state, id, endpoint, &facts.uid, move || {
-        let verdict = blocking_policy.module.validate(
+    // Shared with the job, so that the answer can come back before the job
+    // has finished tearing its instance down.
+    let request = Arc::new(request);
+    let job_request = Arc::clone(&request);
+    let outcome = on_worker(state, id, endpoint, &facts.uid, move |handoff| {
+        blocking_policy.module.validate_then(
             &blocking_policy.eval_context(),
-            &request,
+            &job_request,
             &blocking_policy.settings,
+            |verdict| handoff.deliver(verdict),
         );
-        (verdict, request)
     })
     .await?;
     let (outcome, elapsed) = match outcome {
@@ -219,7 +223,7 @@ async fn answer(
     };
 
     let response = match outcome {
-        Ok((Ok(verdict), request)) => {
+        Ok(Ok(verdict)) => {
             labels.accepted = verdict.accepted.to_string();
             labels.mutated = verdict.mutated_object.is_some().to_string();
             // Only a mutation needs the original (for its patch), and only
@@ -234,7 +238,7 @@ async fn answer(
             log_verdict(id, &facts.uid, &verdict);
             build_admission_response_limited(&facts.uid, original, verdict, &state.response_limits)
         }
-        Ok((Err(error), _)) => {
+        Ok(Err(error)) => {
             labels.error = error.kind().into();
             let cause = cap_text(error.to_string(), MAX_MESSAGE_BYTES, "message");
             warn!(policy_id = id, uid = %facts.uid, error = %cause, "policy evaluation failed");
@@ -275,9 +279,11 @@ fn accept_always(
 }
 
 /// Runs `job` on an evaluation worker under the scheduling unit `id`, in
-/// the request's span and counted in flight; answers its result and how
-/// long it ran, or `None` if it panicked. A server with no worker free
-/// within the queue timeout is a counted 503.
+/// the request's span and counted in flight; answers the result the job
+/// hands to its [`Handoff`] and how long the job took to get it, or `None`
+/// if it panicked (or never handed one over). The job may go on after the
+/// hand-off (tearing its instance down) while the answer is sent. A server
+/// with no worker free within the queue timeout is a counted 503.
 async fn on_worker<T, F>(
     state: &AppState,
     id: &str,
@@ -286,19 +292,20 @@ async fn on_worker<T, F>(
     job: F,
 ) -> Result<Option<(T, Duration)>, ApiError>
 where
-    F: FnOnce() -> T + Send + 'static,
+    F: FnOnce(Handoff<T>) + Send + 'static,
     T: Send + 'static,
 {
     let metrics = Arc::clone(&state.metrics);
     let span = tracing::Span::current();
     let outcome = state
         .scheduler
-        .run(id, endpoint.class(), move || {
+        .run_delivering(id, endpoint.class(), move |delivery| {
             let _span = span.entered();
             let _in_flight = metrics.in_flight();
-            let started = Instant::now();
-            let result = job();
-            (result, started.elapsed())
+            job(Handoff {
+                delivery,
+                started: Instant::now(),
+            });
         })
         .await;
     match outcome {
@@ -322,6 +329,20 @@ where
                 error.to_string(),
             ))
         }
+    }
+}
+
+/// Where a job run by [`on_worker`] hands its result over.
+struct Handoff<T> {
+    delivery: Delivery<(T, Duration)>,
+    started: Instant,
+}
+
+impl<T> Handoff<T> {
+    /// Sends `value`, with the time since the job started, to the request.
+    fn deliver(self, value: T) {
+        let elapsed = self.started.elapsed();
+        self.delivery.deliver((value, elapsed));
     }
 }
 

@@ -13,6 +13,7 @@ use crate::capabilities::HostCapabilities;
 use crate::engine::StoreLimits;
 use crate::error::{AdapterError, EvalError};
 use crate::limits::wasi::{self, Contained};
+use crate::retired::Retired;
 use crate::types::{EvalContext, PolicyRequest, Settings, SettingsVerdict, ValidationResponse};
 
 /// Host bindings generated from `wit/`: the current contract, 0.2.
@@ -147,13 +148,14 @@ impl ComponentModule {
         })
     }
 
+    /// One evaluation in a fresh instance; the Store comes back undropped.
     pub(crate) fn validate(
         &self,
         limits: StoreLimits,
         ctx: &EvalContext,
         request: &PolicyRequest,
         settings: &Settings,
-    ) -> Result<ValidationResponse, EvalError> {
+    ) -> Result<(ValidationResponse, Retired), EvalError> {
         self.validate_n(limits, ctx, request, settings, 1)
     }
 
@@ -164,7 +166,7 @@ impl ComponentModule {
         request: &PolicyRequest,
         settings: &Settings,
         n: usize,
-    ) -> Result<ValidationResponse, EvalError> {
+    ) -> Result<(ValidationResponse, Retired), EvalError> {
         let request = match request {
             PolicyRequest::AdmissionText(text) if text.spliceable() => {
                 convert::admission_request_text(text)?
@@ -194,6 +196,6 @@ impl ComponentModule {
             );
         }
         let answer = answer.ok_or_else(|| EvalError::MalformedOutput("no answer".into()))?;
-        convert::validation_response(answer)
+        Ok((convert::validation_response(answer)?, Retired::store(store)))
     }
 }

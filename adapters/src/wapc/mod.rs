@@ -23,6 +23,7 @@ use crate::capabilities::HostCapabilities;
 use crate::engine::StoreLimits;
 use crate::error::{AdapterError, EvalError};
 use crate::limits::wasi::{self, Contained};
+use crate::retired::Retired;
 use crate::types::{EvalContext, PolicyRequest, Settings, SettingsVerdict, ValidationResponse};
 
 pub(crate) use host_calls::HostFault;
@@ -164,13 +165,14 @@ impl WapcModule {
         })
     }
 
+    /// One evaluation in a fresh instance; the Store comes back undropped.
     pub(crate) fn validate(
         &self,
         limits: StoreLimits,
         ctx: &EvalContext,
         request: &PolicyRequest,
         settings: &Settings,
-    ) -> Result<ValidationResponse, EvalError> {
+    ) -> Result<(ValidationResponse, Retired), EvalError> {
         self.validate_n(limits, ctx, request, settings, 1)
     }
 
@@ -181,14 +183,15 @@ impl WapcModule {
         request: &PolicyRequest,
         settings: &Settings,
         n: usize,
-    ) -> Result<ValidationResponse, EvalError> {
+    ) -> Result<(ValidationResponse, Retired), EvalError> {
         let payload = validate_payload(request, settings)?;
         let mut instance = self.instantiate(limits, ctx)?;
-        let mut bytes = Vec::new();
-        for _ in 0..n.max(1) {
-            bytes = instance.call("validate", payload.clone())?;
+        for _ in 1..n {
+            instance.call("validate", payload.clone())?;
         }
-        parse_validation_response(&bytes)
+        let bytes = instance.call("validate", payload)?;
+        let response = parse_validation_response(&bytes)?;
+        Ok((response, Retired::store(instance.store)))
     }
 
     fn instantiate(

@@ -64,8 +64,8 @@ pub(super) async fn answer(
     }
 
     let job_group = Arc::clone(&group);
-    let outcome = on_worker(state, id, endpoint, &facts.uid, move || {
-        run_group(&job_group, request)
+    let outcome = on_worker(state, id, endpoint, &facts.uid, move |handoff| {
+        handoff.deliver(run_group(&job_group, request));
     })
     .await?;
     let Some(((result, runs), elapsed)) = outcome else {

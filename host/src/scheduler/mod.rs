@@ -279,16 +279,30 @@ impl Scheduler {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
+        self.run_delivering(policy, class, move |delivery| delivery.deliver(job()))
+            .await
+    }
+
+    /// Like [`Self::run`], for a job that has its result before it is
+    /// finished: it hands the result to its [`Delivery`], which frees the
+    /// slot and wakes the caller, and goes on with what is left (tearing an
+    /// instance down) while the answer is sent. A job that ends without
+    /// delivering, or panics, is [`ScheduleError::Panicked`].
+    pub async fn run_delivering<T, F>(
+        &self,
+        policy: &str,
+        class: RequestClass,
+        job: F,
+    ) -> Result<T, ScheduleError>
+    where
+        F: FnOnce(Delivery<T>) + Send + 'static,
+        T: Send + 'static,
+    {
         let slot = self.acquire(policy, class).await?;
         let (done, result) = oneshot::channel();
-        let job = Box::new(move || {
-            // A panic unwinds through here and drops `slot` too.
-            let result = job();
-            // Freed before the answer is sent, so that whoever sees the
-            // answer sees the slot free.
-            drop(slot);
-            let _ = done.send(result);
-        });
+        // A panic unwinds through `job` and drops the delivery, its slot
+        // and its sender with it.
+        let job = Box::new(move || job(Delivery { slot, done }));
         if self.shared.pool.submit(job).is_err() {
             return Err(ScheduleError::ShuttingDown);
         }
@@ -586,6 +600,22 @@ impl State {
 
 /// The right to run one evaluation. Dropping it (when the job ends, or if
 /// it never started) frees the slot and serves the next waiting request.
+/// Where a job started by [`Scheduler::run_delivering`] sends its result.
+pub struct Delivery<T> {
+    slot: Slot,
+    done: oneshot::Sender<T>,
+}
+
+impl<T> Delivery<T> {
+    /// Frees the job's slot, then sends `value` to the caller: whoever sees
+    /// the answer sees the slot free. The evaluation thread stays busy with
+    /// whatever the job does after this, which is why it must be short.
+    pub fn deliver(self, value: T) {
+        drop(self.slot);
+        let _ = self.done.send(value);
+    }
+}
+
 pub(crate) struct Slot {
     shared: Arc<Shared>,
     id: u64,

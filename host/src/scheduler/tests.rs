@@ -276,3 +276,49 @@ async fn a_dropped_request_leaves_the_queue_and_a_panic_frees_its_slot() {
     );
     assert_eq!(scheduler.stats(), SchedulerStats::default());
 }
+
+/// A delivering job's answer reaches the caller, with its slot free, while
+/// the job is still running; the job then ends on its own.
+#[tokio::test]
+async fn a_delivered_answer_does_not_wait_for_the_rest_of_the_job() {
+    let scheduler = Scheduler::new(config(1)).unwrap();
+    let (release, wait) = mpsc::channel::<()>();
+    let (ended, has_ended) = mpsc::channel::<()>();
+    let answer = scheduler
+        .run_delivering("p", RequestClass::Admission, move |delivery| {
+            delivery.deliver("verdict");
+            // The rest of the job (an instance's teardown) runs on.
+            let _ = wait.recv();
+            let _ = ended.send(());
+        })
+        .await
+        .unwrap();
+    assert_eq!(answer, "verdict");
+    assert_eq!(
+        scheduler.stats().in_slots,
+        0,
+        "the slot is free at delivery"
+    );
+    assert!(has_ended.try_recv().is_err(), "the job was still running");
+    drop(release);
+    has_ended
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the job ends");
+}
+
+/// A delivering job that ends without delivering is a panicked one, and
+/// leaves its slot free.
+#[tokio::test]
+async fn a_job_that_never_delivers_is_an_error() {
+    let scheduler = Scheduler::new(config(1)).unwrap();
+    let outcome = scheduler
+        .run_delivering("p", RequestClass::Admission, |delivery: Delivery<()>| {
+            drop(delivery);
+        })
+        .await;
+    assert!(
+        matches!(outcome, Err(ScheduleError::Panicked)),
+        "{outcome:?}"
+    );
+    assert_eq!(scheduler.stats(), SchedulerStats::default());
+}
