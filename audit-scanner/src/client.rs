@@ -206,15 +206,11 @@ impl PolicyServerClient {
         body: bytes::Bytes,
         timeout: Duration,
     ) -> Verdict {
-        let url = format!(
-            "https://{}/audit/{policy_id}",
-            service_host(policy_server, &self.namespace)
-        );
+        let host = service_host(policy_server, &self.namespace);
+        let url = format!("https://{host}/audit/{policy_id}");
         let mut attempt = 0;
         loop {
-            let (verdict, retry) = self
-                .attempt(policy_server, &url, body.clone(), timeout)
-                .await;
+            let (verdict, retry) = self.attempt(&host, &url, body.clone(), timeout).await;
             attempt += 1;
             let limit = match retry {
                 Retry::No => return verdict,
@@ -234,7 +230,7 @@ impl PolicyServerClient {
 
     async fn attempt(
         &self,
-        policy_server: &str,
+        host: &str,
         url: &str,
         body: bytes::Bytes,
         timeout: Duration,
@@ -250,8 +246,7 @@ impl PolicyServerClient {
         let response = match sent {
             Ok(r) => r,
             Err(e) if never_sent(&e) => {
-                let host = service_host(policy_server, &self.namespace);
-                if let Some(refusal) = self.refusal.refusal(&host).await {
+                if let Some(refusal) = self.refusal.refusal(host).await {
                     let message =
                         format!("{url}: the policy-server refused the connection: {refusal}");
                     return (Verdict::Error(message), Retry::No);

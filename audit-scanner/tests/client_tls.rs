@@ -11,14 +11,24 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 
+/// A self-signed CA named `name`. Names must differ: webpki finds an issuer
+/// by name, and two CAs with rcgen's default name would make a foreign
+/// certificate a bad signature rather than an unknown CA.
+fn certificate_authority(name: &str) -> (rcgen::Certificate, KeyPair) {
+    let key = KeyPair::generate().expect("CA key");
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    (params.self_signed(&key).expect("CA"), key)
+}
+
 /// Serves TLS 1.3 on loopback, requiring a client certificate signed by a
 /// CA nobody else has; returns its address and the PEM of its own CA.
 async fn refusing_server() -> (SocketAddr, String) {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let ca_key = KeyPair::generate().expect("CA key");
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).expect("CA");
+    let (ca, ca_key) = certificate_authority("serving CA");
     let host = "policy-server-default.portcullis.svc".to_string();
     let key = KeyPair::generate().expect("key");
     let cert = CertificateParams::new(vec![host])
@@ -26,17 +36,7 @@ async fn refusing_server() -> (SocketAddr, String) {
         .signed_by(&key, &ca, &ca_key)
         .expect("cert");
 
-    let client_ca_key = KeyPair::generate().expect("client CA key");
-    let mut client_ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
-    client_ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    // Distinct names: webpki finds an issuer by name, and two CAs with
-    // rcgen's default name would make a foreign certificate a bad signature.
-    client_ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "trusted client CA");
-    let client_ca = client_ca_params
-        .self_signed(&client_ca_key)
-        .expect("client CA");
+    let (client_ca, _) = certificate_authority("trusted client CA");
     let mut client_roots = rustls::RootCertStore::empty();
     client_roots
         .add(CertificateDer::from(client_ca.der().to_vec()))
@@ -118,13 +118,7 @@ async fn a_refused_client_certificate_is_reported_as_such() {
     let others = not_naming(&anonymous, "CertificateRequired").await;
     assert!(others.is_empty(), "{} of 100: {others:#?}", others.len());
 
-    let rogue_key = KeyPair::generate().expect("rogue CA key");
-    let mut rogue_params = CertificateParams::new(Vec::<String>::new()).expect("params");
-    rogue_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    rogue_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "rogue client CA");
-    let rogue_ca = rogue_params.self_signed(&rogue_key).expect("rogue CA");
+    let (rogue_ca, rogue_key) = certificate_authority("rogue client CA");
     let key = KeyPair::generate().expect("client key");
     let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
