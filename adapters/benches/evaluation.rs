@@ -8,7 +8,10 @@
 //! - `fresh/<abi>/pooling/to-verdict` (waPC and components): the time until
 //!   [`LoadedModule::validate_then`] hands the verdict over, which is when the
 //!   server can answer; the instance's teardown comes after, on the same
-//!   thread, outside the measured time (the `fresh` row includes it);
+//!   thread, outside the measured time (the `fresh` row includes it), and so
+//!   does, for a component, making the spare instance the next iteration
+//!   takes (the `fresh` row includes that too: it is the cost, this row the
+//!   wait);
 //! - `reused/<abi>`: one warm instance for every call, the request read
 //!   once: the lower bound;
 //! - `read-request`: reading the request alone, part of every `fresh` row.

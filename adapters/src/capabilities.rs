@@ -82,6 +82,14 @@ pub trait HostCapabilities: Send + Sync {
     ) -> Result<Vec<ContextResourceList>, CapabilityError> {
         Ok(Vec::new())
     }
+
+    /// Whether this grants nothing at all, so that it answers every call as
+    /// any other such implementation would. Two evaluation contexts that
+    /// both grant nothing are interchangeable, which lets a spare instance
+    /// made under one serve the other. The default, `false`, is always safe.
+    fn grants_nothing(&self) -> bool {
+        false
+    }
 }
 
 /// Grants nothing: every call answers [`CapabilityError::NotGranted`].
@@ -99,5 +107,9 @@ impl HostCapabilities for NoCapabilities {
         Err(CapabilityError::NotGranted(format!(
             "{namespace}/{operation}"
         )))
+    }
+
+    fn grants_nothing(&self) -> bool {
+        true
     }
 }

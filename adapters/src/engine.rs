@@ -19,6 +19,7 @@ use crate::limits::GuestLimits;
 pub(crate) use crate::limits::StoreLimits;
 use crate::metadata::{PolicyMetadata, read_metadata};
 use crate::retired::Retired;
+use crate::spares::SpareBudget;
 use crate::types::{
     Abi, EvalContext, ExecutionMode, PolicyRequest, Settings, SettingsVerdict, ValidationResponse,
 };
@@ -44,6 +45,12 @@ pub struct EngineConfig {
     pub keep_resident_bytes: usize,
     /// What a guest may hand the host, or log, in one evaluation.
     pub guest: GuestLimits,
+    /// How many spare component instances the engine may hold at once, over
+    /// all policies: instances made after an evaluation, ready for the
+    /// policy's next one, so that a request does not wait for its
+    /// instantiation. Never more than an eighth of `max_instances`, since
+    /// spares hold pool slots; 0 turns them off.
+    pub spare_instances: u32,
 }
 
 impl Default for EngineConfig {
@@ -58,6 +65,7 @@ impl Default for EngineConfig {
             // PAGEMAP_SCAN only dirtied pages count against it.
             keep_resident_bytes: 8 << 20,
             guest: GuestLimits::DEFAULT,
+            spare_instances: 32,
         }
     }
 }
@@ -78,6 +86,7 @@ pub(crate) struct EngineInner {
     wasi_command_linker: wasi_command::SharedLinker,
     rego_linker: rego::SharedLinker,
     ticker_stop: Arc<AtomicBool>,
+    spare_budget: Arc<SpareBudget>,
 }
 
 impl Drop for EngineInner {
@@ -131,6 +140,8 @@ impl PolicyEngine {
         let ticker_stop = Arc::new(AtomicBool::new(false));
         spawn_epoch_ticker(engine.clone(), config.epoch_tick, ticker_stop.clone())?;
 
+        // Spares hold pool slots that evaluations may need.
+        let spare_budget = SpareBudget::new(config.spare_instances.min(config.max_instances / 8));
         Ok(PolicyEngine {
             inner: Arc::new(EngineInner {
                 wapc_linker: wapc::linker(&engine)?,
@@ -142,6 +153,7 @@ impl PolicyEngine {
                 config,
                 cache,
                 ticker_stop,
+                spare_budget,
             }),
         })
     }
@@ -186,9 +198,13 @@ impl PolicyEngine {
             Artifact::Module(module) => {
                 ModuleKind::Wapc(wapc::WapcModule::new(&inner.wapc_linker, module)?)
             }
-            Artifact::Component(component) => ModuleKind::Component(
-                component::ComponentModule::new(&inner.component_linker, component)?,
-            ),
+            Artifact::Component(component) => {
+                ModuleKind::Component(component::ComponentModule::new(
+                    &inner.component_linker,
+                    component,
+                    inner.spare_budget.clone(),
+                )?)
+            }
         };
         let loaded = LoadedModule {
             inner: Arc::new(ModuleInner {
@@ -420,6 +436,10 @@ impl LoadedModule {
     /// `deliver` answers sooner. The work is the same, done on this thread
     /// after `deliver` returns, before this function does; every evaluation
     /// still gets an instance no other evaluation has used.
+    ///
+    /// For a component, this thread then also makes the instance the
+    /// policy's next evaluation will take (a spare, see `spares.rs`), so
+    /// that the next request does not wait for its instantiation either.
     pub fn validate_then<R>(
         &self,
         ctx: &EvalContext,
@@ -442,7 +462,21 @@ impl LoadedModule {
         };
         let answer = deliver(on_time(verdict, deadline, ctx));
         drop(retired);
+        if let ModuleKind::Component(m) = &self.inner.kind {
+            m.replenish(self.limits(ctx), ctx);
+        }
         answer
+    }
+
+    /// Whether the next evaluation under `ctx` will take a spare instance,
+    /// made after an earlier evaluation of the same policy, instead of
+    /// instantiating while the request waits. Only components have spares.
+    #[doc(hidden)]
+    pub fn has_spare_for(&self, ctx: &EvalContext) -> bool {
+        match &self.inner.kind {
+            ModuleKind::Component(m) => m.has_spare_for(ctx),
+            _ => false,
+        }
     }
 
     /// Evaluate `n` requests in one instance, reusing it. For benchmarks only:

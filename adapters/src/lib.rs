@@ -38,6 +38,7 @@ mod limits;
 mod metadata;
 mod rego;
 mod retired;
+mod spares;
 mod types;
 mod wapc;
 mod wasi_command;

@@ -74,6 +74,12 @@ pub struct PolicyServerArgs {
     /// How long an evaluation runs before it moves to the slow lane.
     #[arg(long, env = "PORTCULLIS_SLOW_EVALUATION_THRESHOLD", default_value = "100ms", value_parser = parse_duration)]
     pub slow_evaluation_threshold: Duration,
+    /// Spare instances of component policies kept ready, over all policies:
+    /// made after an evaluation, on the evaluation thread, so that the
+    /// policy's next request does not wait for its instantiation. Each holds
+    /// its instance's memory; at most 32 are used. 0 disables them.
+    #[arg(long, env = "PORTCULLIS_SPARE_INSTANCES", default_value_t = 32, value_parser = clap::value_parser!(u32).range(0..=32))]
+    pub spare_instances: u32,
     /// Evaluation deadline of policies without timeoutEvalSeconds (e.g. 2, 2s, 500ms).
     #[arg(long, env = "PORTCULLIS_POLICY_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     pub policy_timeout: Duration,
@@ -154,6 +160,7 @@ impl PolicyServerArgs {
             max_slow_evaluations: self.max_slow_evaluations.map(to_usize),
             slow_evaluation_threshold: self.slow_evaluation_threshold,
             policy_timeout: self.policy_timeout,
+            spare_instances: self.spare_instances,
             queue_timeout: self.queue_timeout,
             request_timeout: self.request_timeout,
             shutdown_timeout: self.shutdown_timeout,
@@ -253,6 +260,13 @@ mod tests {
             (4, 2, 2)
         );
         assert_eq!(scheduler.max_slow, 0);
+        assert_eq!(args.to_server_config().spare_instances, 32);
+        let args =
+            PolicyServerArgs::try_parse_from(["policy-server", "--spare-instances=0"]).unwrap();
+        assert_eq!(args.to_server_config().spare_instances, 0);
+        assert!(
+            PolicyServerArgs::try_parse_from(["policy-server", "--spare-instances=33"]).is_err()
+        );
         assert_eq!(scheduler.slow_after, Duration::from_millis(250));
         assert!(
             PolicyServerArgs::try_parse_from(["policy-server", "--max-audit-workers=0"]).is_err()

@@ -228,6 +228,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
 
     let engine_config = EngineConfig {
         cache_dir: Some(config.effective_compiled_cache_dir()),
+        spare_instances: config.spare_instances,
         ..EngineConfig::default()
     };
     let engine = tokio::task::spawn_blocking(move || PolicyEngine::new(engine_config))

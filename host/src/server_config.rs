@@ -4,6 +4,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use portcullis_adapters::EngineConfig;
+
 use crate::capabilities::KubeConfigSource;
 use crate::scheduler::SchedulerConfig;
 use crate::tls::TlsFiles;
@@ -39,6 +41,9 @@ pub struct ServerConfig {
     pub slow_evaluation_threshold: Duration,
     /// Evaluation deadline of policies without `timeoutEvalSeconds`.
     pub policy_timeout: Duration,
+    /// Spare component instances kept ready, over all policies; 0 disables
+    /// them (`EngineConfig::spare_instances`).
+    pub spare_instances: u32,
     /// How long a request waits for a free worker before a 503.
     pub queue_timeout: Duration,
     /// Deadline of a whole HTTP request (queueing, evaluation, response).
@@ -90,6 +95,7 @@ impl Default for ServerConfig {
             max_slow_evaluations: None,
             slow_evaluation_threshold: Duration::from_millis(100),
             policy_timeout: Duration::from_secs(2),
+            spare_instances: EngineConfig::default().spare_instances,
             queue_timeout: Duration::from_secs(1),
             request_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(20),

@@ -14,6 +14,7 @@ use crate::engine::StoreLimits;
 use crate::error::{AdapterError, EvalError};
 use crate::limits::wasi::{self, Contained};
 use crate::retired::Retired;
+use crate::spares::{SpareBudget, Spares};
 use crate::types::{EvalContext, PolicyRequest, Settings, SettingsVerdict, ValidationResponse};
 
 /// Host bindings generated from `wit/`: the current contract, 0.2.
@@ -85,15 +86,21 @@ pub(crate) fn linker(engine: &wasmtime::Engine) -> Result<SharedLinker, AdapterE
     Ok(Arc::new(linker))
 }
 
-/// A compiled component with its pre-instantiated bindings.
+/// A Store and the component's instance in it, ready for one evaluation.
+type Ready = (Store<ComponentState>, bindings::Policy);
+
+/// A compiled component with its pre-instantiated bindings, and the spare
+/// instances made for its next evaluations.
 pub(crate) struct ComponentModule {
     pre: bindings::PolicyPre<ComponentState>,
+    spares: Spares<Ready>,
 }
 
 impl ComponentModule {
     pub(crate) fn new(
         linker: &Linker<ComponentState>,
         component: Component,
+        spare_budget: Arc<SpareBudget>,
     ) -> Result<Self, AdapterError> {
         let instance_pre = linker.instantiate_pre(&component).map_err(|e| {
             AdapterError::Link(format!(
@@ -105,14 +112,37 @@ impl ComponentModule {
                 "the component does not export the portcullis:policy world (0.1 or 0.2): {e:#}"
             ))
         })?;
-        Ok(ComponentModule { pre })
+        Ok(ComponentModule {
+            pre,
+            spares: Spares::new(spare_budget),
+        })
     }
 
-    fn instantiate(
-        &self,
-        limits: StoreLimits,
-        ctx: &EvalContext,
-    ) -> Result<(Store<ComponentState>, bindings::Policy), EvalError> {
+    /// An instance for one evaluation under `limits`: the spare made for
+    /// this policy if there is one, otherwise a new one.
+    fn instance(&self, limits: StoreLimits, ctx: &EvalContext) -> Result<Ready, EvalError> {
+        match self.spares.take(ctx) {
+            Some((mut store, policy)) => {
+                store.data_mut().limits.renew(limits);
+                StoreLimits::arm(&mut store, |s| &mut s.limits);
+                Ok((store, policy))
+            }
+            None => self.instantiate(limits, ctx),
+        }
+    }
+
+    /// Make the instance the next evaluation of `ctx`'s policy will take,
+    /// unless one is ready (see [`crate::spares`]).
+    pub(crate) fn replenish(&self, limits: StoreLimits, ctx: &EvalContext) {
+        self.spares.replenish(ctx, || self.instantiate(limits, ctx));
+    }
+
+    /// Whether the next evaluation of `ctx`'s policy has its instance ready.
+    pub(crate) fn has_spare_for(&self, ctx: &EvalContext) -> bool {
+        self.spares.ready_for(ctx)
+    }
+
+    fn instantiate(&self, limits: StoreLimits, ctx: &EvalContext) -> Result<Ready, EvalError> {
         let state = ComponentState {
             limits,
             wasi: None,
@@ -185,7 +215,7 @@ impl ComponentModule {
             request,
             settings: settings.json().to_string(),
         };
-        let (mut store, policy) = self.instantiate(limits, ctx)?;
+        let (mut store, policy) = self.instance(limits, ctx)?;
         let mut answer = None;
         for _ in 0..n.max(1) {
             answer = Some(

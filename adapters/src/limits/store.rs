@@ -76,13 +76,33 @@ impl StoreLimits {
         store: &mut Store<T>,
         limits: fn(&mut T) -> &mut StoreLimits,
     ) {
+        store.limiter(move |data| limits(data) as &mut dyn ResourceLimiter);
+        store.epoch_deadline_trap();
+        Self::arm(store, limits);
+    }
+
+    /// Start the clocks of the limits the store holds now: the epoch
+    /// deadline, counted from this moment, and a full host-call fuel.
+    pub(crate) fn arm<T: 'static>(store: &mut Store<T>, limits: fn(&mut T) -> &mut StoreLimits) {
         let own = limits(store.data_mut());
         let ticks = own.deadline_ticks;
         let fuel = own.guest.max_transfer_bytes;
-        store.limiter(move |data| limits(data) as &mut dyn ResourceLimiter);
         store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
         store.set_hostcall_fuel(fuel);
+    }
+
+    /// Hand an instance made ahead of time to the evaluation `fresh` was
+    /// made for: the deadline, timeout and guest budgets become that
+    /// evaluation's, while the memory and table elements the instance
+    /// already holds stay counted, and whatever it logged while being made
+    /// stays charged to its log budget, as when it is made inline.
+    /// [`Self::arm`] must follow, to restart the store's clocks.
+    pub(crate) fn renew(&mut self, fresh: StoreLimits) {
+        let held = std::mem::replace(self, fresh);
+        self.memory_bytes = held.memory_bytes;
+        self.memory_limit_hit = held.memory_limit_hit;
+        self.table_elements = held.table_elements;
+        self.output = held.output;
     }
 
     /// The evaluation's log budget, created on first use.
@@ -207,6 +227,27 @@ mod tests {
         assert!(limits.memory_growing(30, 31, None).is_err());
         assert!(limits.memory_limit_hit);
         assert_eq!(limits.memory_bytes, 100);
+    }
+
+    #[test]
+    fn a_renewed_limit_keeps_what_the_instance_holds_and_takes_the_new_deadline() {
+        let mut made = limits();
+        assert!(made.memory_growing(0, 60, None).unwrap());
+        assert!(made.table_growing(0, 10, None).unwrap());
+        let later = StoreLimits::new(
+            100,
+            Duration::from_millis(10),
+            Duration::from_secs(5),
+            GuestLimits::DEFAULT,
+        );
+        let (deadline, ticks) = (later.deadline, later.deadline_ticks);
+        made.renew(later);
+        assert_eq!((made.deadline, made.deadline_ticks), (deadline, ticks));
+        assert_eq!(made.timeout, Duration::from_secs(5));
+        // The 60 bytes the instance holds still count against the cap.
+        assert!(made.memory_growing(60, 100, None).unwrap());
+        assert!(made.memory_growing(100, 101, None).is_err());
+        assert_eq!(made.table_elements, 10);
     }
 
     #[test]

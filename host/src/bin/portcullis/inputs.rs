@@ -174,6 +174,10 @@ pub static COMPILED_CACHE: std::sync::OnceLock<Option<PathBuf>> = std::sync::Onc
 pub fn engine() -> anyhow::Result<PolicyEngine> {
     Ok(PolicyEngine::new(EngineConfig {
         max_instances: 16,
+        // Spares save a waiting API server the instantiation; here nobody
+        // waits between evaluations, and each case may grant its own
+        // capabilities, so a spare would rarely be taken.
+        spare_instances: 0,
         cache_dir: COMPILED_CACHE.get().cloned().flatten(),
         ..Default::default()
     })?)
