@@ -28,7 +28,8 @@
 # SMALL_CONNECTIONS (default 8) sets wrk's connections for pod-privileged.json:
 # 1 measures an unsaturated server: each request waits for the previous
 # answer, so req/s is 1 / latency.
-# SCENARIOS=soak: peak req/s (wrk -t1 -c8, PEAK_SECONDS, HTTPS, waPC sample),
+# SCENARIOS=soak: peak req/s (wrk -t1 -c8, PEAK_SECONDS, HTTPS, the waPC
+# sample, or the sample SOAK_MODULE names, e.g. pod-privileged-component),
 # then vegeta at half that rate for SOAK_SECONDS (default 600), the server's
 # VmRSS every 10 s, and the count of non-2xx responses and errors (must be 0).
 #
@@ -74,7 +75,7 @@ case "$SCENARIOS" in
   all) modules=(pod-privileged-wapc pod-privileged-component pod-privileged-gatekeeper pod-privileged-opa default-labels-wapc default-labels-component adversarial-wapc adversarial-component namespace-allowlist-wapc) ;;
   groups) modules=(pod-privileged-wapc namespace-allowlist-wapc) ;;
   request-path) modules=(pod-privileged-wapc pod-privileged-component) ;;
-  soak) modules=(pod-privileged-wapc) ;;
+  soak) modules=("${SOAK_MODULE:-pod-privileged-wapc}") ;;
   *) echo "unknown SCENARIOS=$SCENARIOS (all, groups, request-path, soak)" >&2; exit 2 ;;
 esac
 for tool in openssl wrk curl bc jq; do
@@ -441,7 +442,7 @@ bench_soak() {
     fi
   fi
   [[ -x "$vegeta" ]] || { echo "vegeta not found (VEGETA=path, or scripts/go-tools.sh vegeta)" >&2; exit 1; }
-  local id=pod-privileged-wapc failed=0 i
+  local id="${SOAK_MODULE:-pod-privileged-wapc}" failed=0 i
   policy_config "$id" "$POLICIES/$id.wasm" "$WORK/soak.yml"
   printf 'POST https://127.0.0.1:%s/validate/%s\nContent-Type: application/json\n@%s\n' "$PORT" "$id" "$FIXTURE" > "$WORK/targets"
   for i in "${!BIN_LABELS[@]}"; do
