@@ -463,7 +463,7 @@ impl LoadedModule {
         let answer = deliver(on_time(verdict, deadline, ctx));
         drop(retired);
         if let ModuleKind::Component(m) = &self.inner.kind {
-            m.replenish(self.limits(ctx), ctx);
+            m.replenish(|| self.limits(ctx), ctx);
         }
         answer
     }

@@ -78,7 +78,7 @@ pub struct PolicyServerArgs {
     /// made after an evaluation, on the evaluation thread, so that the
     /// policy's next request does not wait for its instantiation. Each holds
     /// its instance's memory; at most 32 are used. 0 disables them.
-    #[arg(long, env = "PORTCULLIS_SPARE_INSTANCES", default_value_t = 32, value_parser = clap::value_parser!(u32).range(0..=32))]
+    #[arg(long, env = "PORTCULLIS_SPARE_INSTANCES", default_value_t = portcullis_adapters::EngineConfig::default().spare_instances, value_parser = clap::value_parser!(u32).range(0..=32))]
     pub spare_instances: u32,
     /// Evaluation deadline of policies without timeoutEvalSeconds (e.g. 2, 2s, 500ms).
     #[arg(long, env = "PORTCULLIS_POLICY_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
@@ -260,16 +260,17 @@ mod tests {
             (4, 2, 2)
         );
         assert_eq!(scheduler.max_slow, 0);
+        assert_eq!(scheduler.slow_after, Duration::from_millis(250));
+        assert!(
+            PolicyServerArgs::try_parse_from(["policy-server", "--max-audit-workers=0"]).is_err()
+        );
+
         assert_eq!(args.to_server_config().spare_instances, 32);
         let args =
             PolicyServerArgs::try_parse_from(["policy-server", "--spare-instances=0"]).unwrap();
         assert_eq!(args.to_server_config().spare_instances, 0);
         assert!(
             PolicyServerArgs::try_parse_from(["policy-server", "--spare-instances=33"]).is_err()
-        );
-        assert_eq!(scheduler.slow_after, Duration::from_millis(250));
-        assert!(
-            PolicyServerArgs::try_parse_from(["policy-server", "--max-audit-workers=0"]).is_err()
         );
 
         let args = PolicyServerArgs::try_parse_from([

@@ -132,9 +132,11 @@ impl ComponentModule {
     }
 
     /// Make the instance the next evaluation of `ctx`'s policy will take,
-    /// unless one is ready (see [`crate::spares`]).
-    pub(crate) fn replenish(&self, limits: StoreLimits, ctx: &EvalContext) {
-        self.spares.replenish(ctx, || self.instantiate(limits, ctx));
+    /// under the limits `limits` gives, unless one is ready or none may be
+    /// made (see [`crate::spares`]).
+    pub(crate) fn replenish(&self, limits: impl FnOnce() -> StoreLimits, ctx: &EvalContext) {
+        self.spares
+            .replenish(ctx, || self.instantiate(limits(), ctx));
     }
 
     /// Whether the next evaluation of `ctx`'s policy has its instance ready.
