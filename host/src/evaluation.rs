@@ -1,7 +1,7 @@
 //! The admission service: look up the policy in the current snapshot,
 //! wait for a worker ([`crate::scheduler`]), evaluate on an evaluation
 //! thread, build the (capped) response and record metrics. Policy groups
-//! take the same path through [`group`].
+//! take the same path through `group`.
 
 mod group;
 

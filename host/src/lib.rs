@@ -6,7 +6,7 @@
 //! [`evaluation`] (snapshot lookup) → [`scheduler`] (fair share of the
 //! workers, evaluation threads) → the adapters crate → [`admission`]
 //! (JSONPatch, mode, message, caps).
-//! [`policy_set`] holds the immutable policy snapshot that [`reload`] swaps.
+//! [`policy_set`] holds the immutable policy snapshot that `reload` swaps.
 
 pub mod admission;
 pub mod capabilities;

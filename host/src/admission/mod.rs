@@ -2,7 +2,7 @@
 //!
 //! - [`types`]: the AdmissionReview/AdmissionResponse wire types;
 //! - [`response`]: policy verdict → AdmissionResponse (JSONPatch, status);
-//! - [`post_process`]: policy mode, `allowedToMutate` and custom message;
+//! - [`post_process`](mod@post_process): policy mode, `allowedToMutate` and custom message;
 //! - [`limits`]: caps on the message, warnings, audit annotations and patch.
 //!
 //! The `portcullis` CLI uses the same functions so that `portcullis run` and

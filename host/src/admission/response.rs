@@ -17,7 +17,7 @@ pub fn build_admission_response(
 }
 
 /// Builds the AdmissionResponse for a policy verdict, before any policy-mode
-/// post-processing (that is [`super::post_process`]).
+/// post-processing (that is [`super::post_process`](fn@super::post_process)).
 ///
 /// The verdict's texts are capped ([`super::limits`]); a patch over
 /// `limits.max_patch_bytes` turns the answer into a rejection with code 500.
