@@ -31,7 +31,12 @@
 # SCENARIOS=soak: peak req/s (wrk -t1 -c8, PEAK_SECONDS, HTTPS, the waPC
 # sample, or the sample SOAK_MODULE names, e.g. pod-privileged-component),
 # then vegeta at half that rate for SOAK_SECONDS (default 600), the server's
-# VmRSS every 10 s, and the count of non-2xx responses and errors (must be 0).
+# VmRSS and the CPU the server and vegeta used every 10 s, and the count of
+# non-2xx responses and errors (must be 0). On a machine with 2 or more CPUs
+# the server runs on the first half of them and the load generator (wrk for
+# the peak, vegeta for the soak) on the rest, so that neither starves the
+# other and the peak and the soak see the same server; SOAK_PIN=0 shares
+# every CPU between them instead.
 #
 # Needs: openssl, wrk, curl, bc, jq (cargo unless POLICY_SERVER_BIN(S) is
 # set; vegeta for the soak: VEGETA=path, else scripts/go-tools.sh vegeta);
@@ -53,11 +58,15 @@ SMALL_CONNECTIONS="${SMALL_CONNECTIONS:-8}"
 WARMUP_SECONDS="${WARMUP_SECONDS:-2}"
 PEAK_SECONDS="${PEAK_SECONDS:-10}"
 SOAK_SECONDS="${SOAK_SECONDS:-600}"
+SOAK_PIN="${SOAK_PIN:-1}"
 PORT="${PORT:-38443}"
 PROBE="${PROBE:-38081}"
 WORK="$(mktemp -d)"
 SERVER_PID=""
 LOAD_PID=""
+# Command prefixes that pin the server and the load generator (the soak sets them).
+SERVER_PIN=()
+LOAD_PIN=()
 cleanup() {
   if [[ -n "$LOAD_PID" ]] && kill -0 "$LOAD_PID" 2>/dev/null; then
     kill "$LOAD_PID" 2>/dev/null || true
@@ -142,7 +151,7 @@ start_server() {
   fi
   local start end
   start=$(date +%s.%N)
-  "$BIN" "${args[@]}" >"$WORK/server.log" 2>&1 &
+  "${SERVER_PIN[@]}" "$BIN" "${args[@]}" >"$WORK/server.log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 1 600); do
     if curl -fs "http://127.0.0.1:$PROBE/readiness" >/dev/null 2>&1; then
@@ -166,9 +175,19 @@ stop_server() {
 
 rss_kib() { awk -v k="$2" '$1 == k":" {print $2}' "/proc/$1/status"; }
 
+# cpu_ticks PID: user + system CPU time of PID so far, in clock ticks (0 once
+# it has exited). The command name is in parentheses and may hold spaces, so
+# the fields are counted from its closing parenthesis.
+cpu_ticks() {
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || { echo 0; return; }
+  stat=${stat##*) }
+  awk '{print $12 + $13}' <<<"$stat"
+}
+
 # wrk_to OUT URL CONNS SECONDS LUA: one wrk run (1 thread), its output in OUT.
 wrk_to() {
-  wrk -t1 -c"$3" -d"$4s" --latency -s "$5" "$2" >"$1" 2>&1 \
+  "${LOAD_PIN[@]}" wrk -t1 -c"$3" -d"$4s" --latency -s "$5" "$2" >"$1" 2>&1 \
     || { cat "$1" >&2; echo "wrk failed against $2" >&2; exit 1; }
 }
 
@@ -442,7 +461,18 @@ bench_soak() {
     fi
   fi
   [[ -x "$vegeta" ]] || { echo "vegeta not found (VEGETA=path, or scripts/go-tools.sh vegeta)" >&2; exit 1; }
-  local id="${SOAK_MODULE:-pod-privileged-wapc}" failed=0 i
+  local id="${SOAK_MODULE:-pod-privileged-wapc}" failed=0 i cpus placement
+  cpus=$(nproc)
+  if [[ "$SOAK_PIN" == 1 ]] && (( cpus >= 2 )) && command -v taskset >/dev/null; then
+    local half=$((cpus / 2))
+    SERVER_PIN=(taskset -c "0-$((half - 1))")
+    LOAD_PIN=(taskset -c "$half-$((cpus - 1))")
+    placement="server on CPUs 0-$((half - 1)), wrk and vegeta on CPUs $half-$((cpus - 1))"
+  else
+    placement="server, wrk and vegeta sharing all $cpus CPUs"
+  fi
+  local tick
+  tick=$(getconf CLK_TCK)
   policy_config "$id" "$POLICIES/$id.wasm" "$WORK/soak.yml"
   printf 'POST https://127.0.0.1:%s/validate/%s\nContent-Type: application/json\n@%s\n' "$PORT" "$id" "$FIXTURE" > "$WORK/targets"
   for i in "${!BIN_LABELS[@]}"; do
@@ -461,15 +491,16 @@ bench_soak() {
     [[ "$errors" == 0 ]] || { cat "$WORK/peak.wrk" >&2; echo "ERROR: $errors errors in the peak run" >&2; failed=1; }
     rate=$(echo "$peak / 2" | bc)
     echo
-    echo "Soak, $label: peak $peak req/s (wrk -t1 -c8 -d${PEAK_SECONDS}s, HTTPS, $id, $(basename "$FIXTURE")); vegeta at $rate req/s for $SOAK_SECONDS s, 8 keep-alive HTTP/1.1 connections"
+    echo "Soak, $label: peak $peak req/s (wrk -t1 -c8 -d${PEAK_SECONDS}s, HTTPS, $id, $(basename "$FIXTURE")); vegeta at $rate req/s for $SOAK_SECONDS s, 8 keep-alive HTTP/1.1 connections; $placement"
     echo >&2 "soak $label: $rate req/s for $SOAK_SECONDS s (load average $(cut -d' ' -f1-3 /proc/loadavg))"
     local results="$WORK/soak-$label.bin" samples="$WORK/rss-$label"
     : > "$samples"
     local start t next now
     start=$EPOCHREALTIME
-    echo "0 $(rss_kib "$SERVER_PID" VmRSS)" >> "$samples"
+    # Each sample: seconds, server VmRSS (KiB), server and vegeta CPU ticks so far.
+    echo "0 $(rss_kib "$SERVER_PID" VmRSS) $(cpu_ticks "$SERVER_PID") 0" >> "$samples"
     # Results stream to a file (gob); response bodies are not kept (-max-body=0).
-    "$vegeta" attack -rate="$rate/s" -duration="${SOAK_SECONDS}s" -targets="$WORK/targets" \
+    "${LOAD_PIN[@]}" "$vegeta" attack -rate="$rate/s" -duration="${SOAK_SECONDS}s" -targets="$WORK/targets" \
       -keepalive=true -connections=8 -max-connections=8 -http2=false -root-certs="$WORK/ca.crt" \
       -max-body=0 -output="$results" 2>"$WORK/vegeta.err" &
     LOAD_PID=$!
@@ -479,13 +510,14 @@ bench_soak() {
       [[ "$next" == -* ]] || sleep "$next"
       kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/server.log" >&2; echo "server died during the soak" >&2; exit 1; }
       kill -0 "$LOAD_PID" 2>/dev/null || break
-      echo "$t $(rss_kib "$SERVER_PID" VmRSS)" >> "$samples"
+      echo "$t $(rss_kib "$SERVER_PID" VmRSS) $(cpu_ticks "$SERVER_PID") $(cpu_ticks "$LOAD_PID")" >> "$samples"
     done
     local rc=0
     wait "$LOAD_PID" || rc=$?
     LOAD_PID=""
     [[ "$rc" == 0 ]] || { cat "$WORK/vegeta.err" >&2; echo "vegeta attack failed (exit $rc)" >&2; exit 1; }
-    echo "$(printf '%.0f' "$(echo "$EPOCHREALTIME - $start" | bc -l)") $(rss_kib "$SERVER_PID" VmRSS)" >> "$samples"
+    # vegeta has exited: the last row has no CPU figure for it (-1).
+    echo "$(printf '%.0f' "$(echo "$EPOCHREALTIME - $start" | bc -l)") $(rss_kib "$SERVER_PID" VmRSS) $(cpu_ticks "$SERVER_PID") -1" >> "$samples"
     local hwm
     hwm=$(rss_kib "$SERVER_PID" VmHWM)
     stop_server
@@ -499,9 +531,23 @@ bench_soak() {
     throughput=$(jq '.throughput' "$WORK/report.json")
     lat=$(jq -r '.latencies | "p50 \(.["50th"] / 1e6 * 100 | round / 100) ms, p99 \(.["99th"] / 1e6 * 100 | round / 100) ms, max \(.max / 1e6 * 100 | round / 100) ms"' "$WORK/report.json")
     echo
-    echo "| t (s) | RSS MiB |"
-    echo "|---|---|"
-    awk '{printf "| %s | %.1f |\n", $1, $2 / 1024}' "$samples"
+    # CPU columns: cores used over the 10 s before the sample (1.00 = one CPU busy).
+    echo "| t (s) | RSS MiB | server CPUs | vegeta CPUs |"
+    echo "|---|---|---|---|"
+    awk -v tick="$tick" '
+      NR == 1 {printf "| %s | %.1f | | |\n", $1, $2 / 1024}
+      NR > 1 {
+        dt = ($1 - t) * tick
+        load = ($4 < 0 || dt <= 0) ? "" : sprintf("%.2f", ($4 - l) / dt)
+        server = (dt > 0) ? sprintf("%.2f", ($3 - c) / dt) : ""
+        printf "| %s | %.1f | %s | %s |\n", $1, $2 / 1024, server, load
+      }
+      {t = $1; c = $3; if ($4 >= 0) l = $4}' "$samples"
+    awk -v tick="$tick" '
+      NR == 2 {t0 = $1; c0 = $3; l0 = $4}
+      NR > 2 && $4 >= 0 {t1 = $1; c1 = $3; l1 = $4}
+      END {if (t1 > t0) printf "CPU over the soak (10th second to the last sample): server %.2f CPUs, vegeta %.2f CPUs\n",
+             (c1 - c0) / ((t1 - t0) * tick), (l1 - l0) / ((t1 - t0) * tick)}' "$samples"
     echo
     awk -v hwm="$hwm" '
       NR == 1 {first = $2; max = $2}
