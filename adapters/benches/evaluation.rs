@@ -5,7 +5,7 @@
 //!   request's text ([`AdmissionText`]), a new Store and instance from the
 //!   module's InstancePre, pooling allocator, the call;
 //! - `fresh/<abi>/on-demand`: the same with the on-demand allocator;
-//! - `fresh/<abi>/pooling/to-verdict` (waPC and components): the time until
+//! - `fresh/<abi>/pooling/to-verdict`: the time until
 //!   [`LoadedModule::validate_then`] hands the verdict over, which is when the
 //!   server can answer; the instance's teardown comes after, on the same
 //!   thread, outside the measured time (the `fresh` row includes it), and so
@@ -112,7 +112,7 @@ fn evaluation(c: &mut Criterion) {
                         .unwrap()
                 })
             });
-            if allocator == "pooling" && (abi == "wapc" || abi == "component") {
+            if allocator == "pooling" {
                 group.bench_function(format!("fresh/{abi}/pooling/to-verdict"), |b| {
                     b.iter_custom(|iters| {
                         let mut to_verdict = Duration::ZERO;

@@ -452,13 +452,10 @@ impl LoadedModule {
         let (verdict, retired) = match &self.inner.kind {
             ModuleKind::Wapc(m) => retiring(m.validate(limits, ctx, request, settings)),
             ModuleKind::Component(m) => retiring(m.validate(limits, ctx, request, settings)),
-            ModuleKind::WasiCommand(m) => {
-                (m.validate(limits, ctx, request, settings), Retired::NOTHING)
+            ModuleKind::WasiCommand(m) => retiring(m.validate(limits, ctx, request, settings)),
+            ModuleKind::Rego(m) => {
+                retiring(m.validate(limits, ctx, self.mode, request, settings, 1))
             }
-            ModuleKind::Rego(m) => (
-                m.validate(limits, ctx, self.mode, request, settings, 1),
-                Retired::NOTHING,
-            ),
         };
         let answer = deliver(on_time(verdict, deadline, ctx));
         drop(retired);
@@ -501,13 +498,15 @@ impl LoadedModule {
             // A command runs once per instance: `n` calls are `n` fresh
             // instances, each with its own limits.
             ModuleKind::WasiCommand(m) => {
-                let mut answer = m.validate(limits, ctx, request, settings)?;
+                let (mut answer, _) = m.validate(limits, ctx, request, settings)?;
                 for _ in 1..n {
-                    answer = m.validate(self.limits(ctx), ctx, request, settings)?;
+                    answer = m.validate(self.limits(ctx), ctx, request, settings)?.0;
                 }
                 Ok(answer)
             }
-            ModuleKind::Rego(m) => m.validate(limits, ctx, self.mode, request, settings, n),
+            ModuleKind::Rego(m) => m
+                .validate(limits, ctx, self.mode, request, settings, n)
+                .map(|(verdict, _)| verdict),
         }
     }
 

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use common::{MEMORY_CAP, engine, fixture, load, repo};
 use portcullis_adapters::{
-    Abi, EngineConfig, EvalContext, EvalError, LoadedModule, PolicyEngine, PolicyRequest, Settings,
+    Abi, EngineConfig, EvalContext, EvalError, ExecutionMode, LoadedModule, PolicyEngine,
+    PolicyRequest, Settings,
 };
 use serde_json::{Value, json};
 
@@ -278,9 +279,9 @@ fn depth_of_first_refusal(module: &LoadedModule, depth: usize) -> Option<(usize,
 /// `validate_then` hands the verdict over while the instance still holds
 /// its pool slot, and returns it before it returns. In a pool sized for one
 /// component (and two linear memories), evaluations nested in the hand-over
-/// run out of instances: the second component, the third waPC module. With
-/// the teardown before the hand-over they would never run out. After them,
-/// the pool serves again.
+/// run out of instances: the second component, the third waPC module, WASI
+/// command or OPA module. With the teardown before the hand-over they would
+/// never run out. After them, the pool serves again.
 #[test]
 fn the_verdict_is_handed_over_before_the_instance_is_torn_down() {
     let engine = PolicyEngine::new(EngineConfig {
@@ -288,10 +289,13 @@ fn the_verdict_is_handed_over_before_the_instance_is_torn_down() {
         ..Default::default()
     })
     .unwrap();
-    for (abi, expected) in [("wapc", 3), ("component", 2)] {
-        let module = engine
+    for (abi, expected) in [("wapc", 3), ("component", 2), ("go", 3), ("opa", 3)] {
+        let mut module = engine
             .load(&common::policy_bytes(&format!("pod-privileged-{abi}")))
             .unwrap();
+        if abi == "opa" {
+            module = module.with_execution_mode(ExecutionMode::Opa).unwrap();
+        }
         let (depth, error) = depth_of_first_refusal(&module, 1)
             .unwrap_or_else(|| panic!("{abi}: four live instances in a pool of one"));
         assert_eq!(depth, expected, "{abi}: {error}");

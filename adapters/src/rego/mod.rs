@@ -26,6 +26,7 @@ use wasmtime::{InstancePre, Linker, Module, Store};
 
 use crate::engine::StoreLimits;
 use crate::error::{AdapterError, EvalError};
+use crate::retired::Retired;
 use crate::types::{
     EvalContext, ExecutionMode, PolicyRequest, Settings, SettingsVerdict, ValidationResponse,
 };
@@ -253,7 +254,7 @@ impl RegoModule {
         request: &PolicyRequest,
         settings: &Settings,
         n: usize,
-    ) -> Result<ValidationResponse, EvalError> {
+    ) -> Result<(ValidationResponse, Retired), EvalError> {
         let mode = modes::require(mode)?;
         let context = inventory::context_data(ctx, mode, &limits)?;
         let prepared = modes::prepare(mode, request, settings, context.as_ref())?;
@@ -263,7 +264,9 @@ impl RegoModule {
         for _ in 0..n.max(1) {
             result = running.evaluate(data, &prepared.input)?;
         }
-        modes::interpret(mode, request, &result)
+        let verdict = modes::interpret(mode, request, &result)?;
+        // The caller answers before the instance's teardown runs.
+        Ok((verdict, Retired::store(running.store)))
     }
 
     /// The entrypoint's value for one request (`None`: undefined), before it

@@ -27,6 +27,7 @@ use crate::engine::StoreLimits;
 use crate::error::{AdapterError, EvalError};
 use crate::guest_log::GuestLevel;
 use crate::limits::wasi::{self, Contained};
+use crate::retired::Retired;
 use crate::types::{EvalContext, PolicyRequest, Settings, SettingsVerdict, ValidationResponse};
 
 use self::stdio::{CappedOutput, StdinPipe};
@@ -103,7 +104,7 @@ impl WasiCommandModule {
         ctx: &EvalContext,
         operation: &str,
         payload: &[u8],
-    ) -> Result<Vec<u8>, EvalError> {
+    ) -> Result<(Vec<u8>, Retired), EvalError> {
         let stdin = StdinPipe::new(payload);
         let stdout = CappedOutput::new(MAX_ANSWER_BYTES);
         let stderr = CappedOutput::new(MAX_STDERR_BYTES);
@@ -170,7 +171,9 @@ impl WasiCommandModule {
         if !stderr.is_empty() {
             output.log(GuestLevel::Info, &shown(&stderr), None);
         }
-        Ok(stdout.contents())
+        // The caller answers before the instance's teardown (the pool's
+        // reset) runs; a failed run is torn down here, it is rare.
+        Ok((stdout.contents(), Retired::store(store)))
     }
 
     pub(crate) fn validate_settings(
@@ -180,7 +183,7 @@ impl WasiCommandModule {
         settings: &Settings,
     ) -> Result<SettingsVerdict, EvalError> {
         let answer = match self.run(limits, ctx, "validate-settings", settings.json().as_bytes()) {
-            Ok(answer) => answer,
+            Ok((answer, _retired)) => answer,
             // A policy that cannot even read its settings says so by failing;
             // that is a verdict on the settings, as for waPC policies.
             Err(EvalError::Guest(message)) => {
@@ -205,10 +208,10 @@ impl WasiCommandModule {
         ctx: &EvalContext,
         request: &PolicyRequest,
         settings: &Settings,
-    ) -> Result<ValidationResponse, EvalError> {
+    ) -> Result<(ValidationResponse, Retired), EvalError> {
         let payload = crate::wapc::validate_payload(request, settings)?;
-        let answer = self.run(limits, ctx, "validate", &payload)?;
-        crate::wapc::parse_validation_response(&answer)
+        let (answer, retired) = self.run(limits, ctx, "validate", &payload)?;
+        Ok((crate::wapc::parse_validation_response(&answer)?, retired))
     }
 }
 
