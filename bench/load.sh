@@ -185,6 +185,9 @@ cpu_ticks() {
   awk '{print $12 + $13}' <<<"$stat"
 }
 
+# cpu_list FIRST LAST: the CPUs FIRST..LAST as taskset takes them ("1", "2-3").
+cpu_list() { if (( $1 == $2 )); then echo "$1"; else echo "$1-$2"; fi; }
+
 # wrk_to OUT URL CONNS SECONDS LUA: one wrk run (1 thread), its output in OUT.
 wrk_to() {
   "${LOAD_PIN[@]}" wrk -t1 -c"$3" -d"$4s" --latency -s "$5" "$2" >"$1" 2>&1 \
@@ -464,10 +467,12 @@ bench_soak() {
   local id="${SOAK_MODULE:-pod-privileged-wapc}" failed=0 i cpus placement
   cpus=$(nproc)
   if [[ "$SOAK_PIN" == 1 ]] && (( cpus >= 2 )) && command -v taskset >/dev/null; then
-    local half=$((cpus / 2))
-    SERVER_PIN=(taskset -c "0-$((half - 1))")
-    LOAD_PIN=(taskset -c "$half-$((cpus - 1))")
-    placement="server on CPUs 0-$((half - 1)), wrk and vegeta on CPUs $half-$((cpus - 1))"
+    local half=$((cpus / 2)) server_cpus load_cpus
+    server_cpus=$(cpu_list 0 $((half - 1)))
+    load_cpus=$(cpu_list "$half" $((cpus - 1)))
+    SERVER_PIN=(taskset -c "$server_cpus")
+    LOAD_PIN=(taskset -c "$load_cpus")
+    placement="server on CPU $server_cpus, wrk and vegeta on CPU $load_cpus"
   else
     placement="server, wrk and vegeta sharing all $cpus CPUs"
   fi

@@ -172,7 +172,8 @@ impl WasiCommandModule {
             output.log(GuestLevel::Info, &shown(&stderr), None);
         }
         // The caller answers before the instance's teardown (the pool's
-        // reset) runs; a failed run is torn down here, it is rare.
+        // reset) runs. The error paths above drop the Store before they
+        // answer: they are rare, and not worth carrying it out.
         Ok((stdout.contents(), Retired::store(store)))
     }
 
