@@ -256,6 +256,19 @@ impl PolicyServerClient {
                     Retry::Connect,
                 );
             }
+            Err(e) if e.is_timeout() => {
+                // A request written just as the refusal arrived can be left
+                // waiting for an answer that never comes (see `refusal`),
+                // so a timeout asks too: the alert, not the timeout, is
+                // what the operator has to fix.
+                let message = match self.refusal.refusal(host).await {
+                    Some(refusal) => {
+                        format!("{url}: the policy-server refused the connection: {refusal}")
+                    }
+                    None => format!("{url}: {}", error_chain(&e)),
+                };
+                return (Verdict::Error(message), Retry::No);
+            }
             Err(e) => {
                 let retry = if e.is_connect() {
                     Retry::Connect

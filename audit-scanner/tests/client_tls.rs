@@ -25,8 +25,9 @@ fn certificate_authority(name: &str) -> (rcgen::Certificate, KeyPair) {
 }
 
 /// Serves TLS 1.3 on loopback, requiring a client certificate signed by a
-/// CA nobody else has; returns its address and the PEM of its own CA.
-async fn refusing_server() -> (SocketAddr, String) {
+/// CA nobody else has; returns its address and the PEM of its own CA. The
+/// first `stalled` connections are accepted and never answered.
+async fn refusing_server(stalled: usize) -> (SocketAddr, String) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let (ca, ca_key) = certificate_authority("serving CA");
     let host = "policy-server-default.portcullis.svc".to_string();
@@ -55,7 +56,12 @@ async fn refusing_server() -> (SocketAddr, String) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
+        let mut held = Vec::new();
         while let Ok((tcp, _)) = listener.accept().await {
+            if held.len() < stalled {
+                held.push(tcp);
+                continue;
+            }
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
                 // The handshake fails when the client's Finished comes
@@ -111,7 +117,7 @@ fn client(
 /// does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_client_certificate_is_reported_as_such() {
-    let (addr, ca_pem) = refusing_server().await;
+    let (addr, ca_pem) = refusing_server(0).await;
     let dir = tempfile::tempdir().expect("tempdir");
 
     let anonymous = client(dir.path(), addr, &ca_pem, None);
@@ -131,4 +137,26 @@ async fn a_refused_client_certificate_is_reported_as_such() {
     let rogue = client(dir.path(), addr, &ca_pem, Some((cert_file, key_file)));
     let others = not_naming(&rogue, "UnknownCA").await;
     assert!(others.is_empty(), "{} of 100: {others:#?}", others.len());
+}
+
+/// A request that times out against a policy-server that refuses the client
+/// is reported as refused too: hyper can leave a request written just as
+/// the refusal arrived waiting for its timeout (`client/refusal.rs`), here
+/// made certain by a first connection that is never answered.
+#[tokio::test]
+async fn a_timed_out_request_names_the_refusal() {
+    let (addr, ca_pem) = refusing_server(1).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let anonymous = client(dir.path(), addr, &ca_pem, None);
+    let body = bytes::Bytes::from_static(br#"{"request":{"uid":"u"}}"#);
+    let verdict = anonymous
+        .audit("default", "p", body, Duration::from_millis(500))
+        .await;
+    match verdict {
+        Verdict::Error(m) => assert!(
+            m.contains("refused the connection") && m.contains("CertificateRequired"),
+            "{m}"
+        ),
+        other => panic!("{other:?}"),
+    }
 }
