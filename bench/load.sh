@@ -552,7 +552,8 @@ bench_soak() {
       NR == 2 {t0 = $1; c0 = $3; l0 = $4}
       NR > 2 && $4 >= 0 {t1 = $1; c1 = $3; l1 = $4}
       END {if (t1 > t0) printf "CPU over the soak (10th second to the last sample): server %.2f CPUs, vegeta %.2f CPUs\n",
-             (c1 - c0) / ((t1 - t0) * tick), (l1 - l0) / ((t1 - t0) * tick)}' "$samples"
+             (c1 - c0) / ((t1 - t0) * tick), (l1 - l0) / ((t1 - t0) * tick)
+           else print "CPU over the soak: no figure; it needs samples at the 10th and 20th seconds (SOAK_SECONDS over 20)"}' "$samples"
     echo
     awk -v hwm="$hwm" '
       NR == 1 {first = $2; max = $2}

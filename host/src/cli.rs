@@ -120,7 +120,8 @@ pub struct PolicyServerArgs {
     /// How often policies whose module could not be fetched are retried.
     #[arg(long, env = "PORTCULLIS_FETCH_RETRY_INTERVAL", default_value = "30s", value_parser = parse_duration)]
     pub fetch_retry_interval: Duration,
-    /// Compiled-module cache [default: <policies-download-dir>/compiled-cache].
+    /// Compiled-module cache [default: compiled-cache under
+    /// --policies-download-dir].
     #[arg(long, env = "PORTCULLIS_COMPILED_CACHE_DIR")]
     pub compiled_cache_dir: Option<PathBuf>,
     /// Kubeconfig of the cluster that context-aware policies read [default:
