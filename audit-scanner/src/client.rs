@@ -256,7 +256,9 @@ impl PolicyServerClient {
                     Retry::Connect,
                 );
             }
-            Err(e) if e.is_timeout() => {
+            // A connect timeout is retried like any unreachable
+            // policy-server; the request's own timeout is not.
+            Err(e) if e.is_timeout() && !e.is_connect() => {
                 // A request written just as the refusal arrived can be left
                 // waiting for an answer that never comes (see `refusal`),
                 // so a timeout asks too: the alert, not the timeout, is
