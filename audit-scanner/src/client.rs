@@ -245,34 +245,23 @@ impl PolicyServerClient {
             .await;
         let response = match sent {
             Ok(r) => r,
-            Err(e) if never_sent(&e) => {
-                if let Some(refusal) = self.refusal.refusal(host).await {
+            Err(e) => {
+                let never_sent = never_sent(&e);
+                // A connect timeout is retried like any unreachable
+                // policy-server; the request's own timeout is not.
+                let timed_out = e.is_timeout() && !e.is_connect();
+                // Why the policy-server refused us, when it did, is what the
+                // operator has to fix: a request never sent (see `refusal`)
+                // or one written just as the refusal arrived, which hyper can
+                // leave waiting until its timeout, asks.
+                if (never_sent || timed_out)
+                    && let Some(refusal) = self.refusal.refusal(host).await
+                {
                     let message =
                         format!("{url}: the policy-server refused the connection: {refusal}");
                     return (Verdict::Error(message), Retry::No);
                 }
-                return (
-                    Verdict::Error(format!("{url}: {}", error_chain(&e))),
-                    Retry::Connect,
-                );
-            }
-            // A connect timeout is retried like any unreachable
-            // policy-server; the request's own timeout is not.
-            Err(e) if e.is_timeout() && !e.is_connect() => {
-                // A request written just as the refusal arrived can be left
-                // waiting for an answer that never comes (see `refusal`),
-                // so a timeout asks too: the alert, not the timeout, is
-                // what the operator has to fix.
-                let message = match self.refusal.refusal(host).await {
-                    Some(refusal) => {
-                        format!("{url}: the policy-server refused the connection: {refusal}")
-                    }
-                    None => format!("{url}: {}", error_chain(&e)),
-                };
-                return (Verdict::Error(message), Retry::No);
-            }
-            Err(e) => {
-                let retry = if e.is_connect() {
+                let retry = if never_sent || e.is_connect() {
                     Retry::Connect
                 } else {
                     Retry::No
